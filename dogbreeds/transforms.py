@@ -1,0 +1,209 @@
+"""Image preprocessing: evaluation resize + centre crop, and batched training augmentation on uint8 tensors.
+
+Every image is first reduced to a uint8 square of side ``resize_size(S)`` (``fit_square``). Evaluation takes the
+centre ``S x S`` crop of that square. Training takes a random resized crop of it with ``torchvision.ops.roi_align``,
+one batched call for the whole batch, then flips some samples horizontally. Both end with ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.ops import roi_align
+
+from dogbreeds.decode import load_rgb
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# Ratio of crop size to resize size used by the classic ImageNet evaluation recipe (224 / 256).
+CROP_FRACTION = 0.875
+
+# Aspect-ratio range (width / height) of torchvision's RandomResizedCrop default.
+CROP_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+
+# Crop candidates drawn per sample before falling back to the largest centred crop (10, as in torchvision).
+_CROP_ATTEMPTS = 10
+
+
+def resize_size(image_size: int) -> int:
+    """Return the side of the square an image is reduced to before a centre crop of ``image_size``."""
+    _check_image_size(image_size)
+    return int(round(image_size / CROP_FRACTION))
+
+
+def fit_square(image: Image.Image, side: int) -> np.ndarray:
+    """Scale the short side of an RGB image to ``side`` and cut the centred square.
+
+    Resizing and cropping happen in one ``Image.resize(box=...)`` call, so only the kept region is resampled.
+    Downscaling uses Pillow's antialiased bilinear filter. Returns a new writable uint8 array (side, side, 3).
+    """
+    if image.mode != "RGB":
+        raise ValueError(
+            f"fit_square expected an RGB image, found mode {image.mode!r}. Decode it with dogbreeds.decode.load_rgb first."
+        )
+    if side < 1:
+        raise ValueError(f"side must be a positive number of pixels, found {side}")
+
+    width, height = image.size
+    short = min(width, height)
+    left = (width - short) / 2
+    top = (height - short) / 2
+    box = (left, top, left + short, top + short)
+
+    square = image.resize((side, side), Image.Resampling.BILINEAR, box=box)
+    return np.array(square, dtype=np.uint8)
+
+
+def center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
+    """Return the centred ``size x size`` window of a [..., C, H, W] tensor (a view, no copy).
+
+    The window starts at ``(H - size) // 2`` rows and ``(W - size) // 2`` columns, so an odd margin leaves the extra
+    pixel at the bottom and right.
+    """
+    height, width = batch.shape[-2], batch.shape[-1]
+    if size < 1 or size > height or size > width:
+        raise ValueError(
+            f"center_crop size must be between 1 and the image size {height}x{width}, found {size}. "
+            "Resize the image first (fit_square with resize_size(image_size))."
+        )
+
+    top = (height - size) // 2
+    left = (width - size) // 2
+    return batch[..., top : top + size, left : left + size]
+
+
+def normalize(
+    batch_uint8: torch.Tensor,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Convert pixel values in 0..255 to float32 ``(x / 255 - mean) / std`` per channel.
+
+    The input is a uint8 (or float, still in 0..255) tensor shaped [..., 3, H, W]. The arithmetic is one
+    multiplication and one subtraction per element, so a sample gets the same bits alone or inside a batch.
+    """
+    if batch_uint8.dim() < 3 or batch_uint8.shape[-3] != len(mean):
+        raise ValueError(
+            f"normalize expected a tensor shaped [..., {len(mean)}, H, W], found shape {tuple(batch_uint8.shape)}"
+        )
+
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(-1, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32).view(-1, 1, 1)
+
+    scaled = batch_uint8.to(torch.float32) * scale
+    return scaled.sub_(shift)
+
+
+def preprocess_eval(
+    image: Image.Image | str | Path | bytes | BinaryIO | np.ndarray, image_size: int
+) -> torch.Tensor:
+    """Turn one image into the float32 [3, S, S] tensor that the evaluation loader produces for it.
+
+    Steps: ``decode.load_rgb(image, min_side=resize_size(S))``, ``fit_square`` to ``resize_size(S)``, centre crop to
+    ``S``, ``normalize``. Pass a file path (or its bytes) to get bit-identical values to the validation loader:
+    JPEG files are then decoded at the same reduced DCT scale as in the image cache. A PIL image that is already
+    loaded is decoded at full size, so its values can differ from the loader's by a few levels.
+    """
+    side = resize_size(image_size)
+    rgb = load_rgb(image, min_side=side)
+    square = torch.from_numpy(fit_square(rgb, side)).permute(2, 0, 1)
+    return normalize(center_crop(square, image_size)).contiguous()
+
+
+class BatchAugment:
+    """Random resized crop + horizontal flip + normalisation for a whole uint8 batch at once.
+
+    Crop boxes follow torchvision's RandomResizedCrop: area fraction uniform in ``[min_scale, 1]``, log aspect ratio
+    uniform in ``[log 3/4, log 4/3]``, up to 10 tries, else the largest centred crop. Unlike torchvision the boxes
+    keep sub-pixel corners. Holds only numbers, so it pickles for worker processes under any start method.
+    """
+
+    def __init__(self, image_size: int, min_scale: float = 0.25, hflip: bool = True) -> None:
+        _check_image_size(image_size)
+        if not 0.0 < min_scale <= 1.0:
+            raise ValueError(f"min_scale must be in (0, 1], found {min_scale}. Pick a value such as 0.25.")
+        self.image_size = int(image_size)
+        self.min_scale = float(min_scale)
+        self.hflip = bool(hflip)
+
+    def __repr__(self) -> str:
+        return f"BatchAugment(image_size={self.image_size}, min_scale={self.min_scale}, hflip={self.hflip})"
+
+    def __call__(self, batch_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Return normalized float32 [N, 3, S, S] crops of a uint8 [N, 3, H, W] batch, drawn from ``generator``."""
+        if batch_uint8.dtype != torch.uint8 or batch_uint8.dim() != 4 or batch_uint8.shape[1] != 3:
+            raise ValueError(
+                "BatchAugment expected a uint8 tensor shaped [N, 3, H, W], "
+                f"found {batch_uint8.dtype} with shape {tuple(batch_uint8.shape)}"
+            )
+        count, _, height, width = batch_uint8.shape
+        if count == 0:
+            return torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.float32)
+
+        boxes = self.sample_boxes(count, height, width, generator)
+        rois = torch.cat([torch.arange(count, dtype=torch.float32).unsqueeze(1), boxes], dim=1)
+
+        # sampling_ratio=-1 averages ceil(box side / S) bilinear samples per output pixel along each axis, so a box
+        # larger than the output is area-averaged instead of aliased. aligned=True makes (0, 0, W, H) the whole image.
+        crops = roi_align(
+            batch_uint8.to(torch.float32),
+            rois,
+            output_size=(self.image_size, self.image_size),
+            spatial_scale=1.0,
+            sampling_ratio=-1,
+            aligned=True,
+        )
+
+        if self.hflip:
+            flipped = torch.rand(count, generator=generator) < 0.5
+            crops[flipped] = crops[flipped].flip(-1)
+
+        return normalize(crops)
+
+    def sample_boxes(
+        self, count: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw ``count`` crop boxes (x1, y1, x2, y2) in pixel units inside an image of ``height x width``."""
+        area = float(height * width)
+        log_low, log_high = math.log(CROP_RATIO_RANGE[0]), math.log(CROP_RATIO_RANGE[1])
+
+        fractions = self.min_scale + (1.0 - self.min_scale) * torch.rand(count, _CROP_ATTEMPTS, generator=generator)
+        ratios = torch.exp(log_low + (log_high - log_low) * torch.rand(count, _CROP_ATTEMPTS, generator=generator))
+        crop_widths = torch.sqrt(area * fractions * ratios)
+        crop_heights = torch.sqrt(area * fractions / ratios)
+
+        # The first candidate that fits is kept, as in torchvision's retry loop.
+        fits = (crop_widths <= width) & (crop_heights <= height)
+        first_fit = torch.argmax(fits.to(torch.int8), dim=1, keepdim=True)
+        any_fit = fits.any(dim=1)
+        box_widths = crop_widths.gather(1, first_fit).squeeze(1)
+        box_heights = crop_heights.gather(1, first_fit).squeeze(1)
+
+        fallback_width, fallback_height = _largest_centred_crop(height, width)
+        box_widths = torch.where(any_fit, box_widths, torch.full_like(box_widths, fallback_width))
+        box_heights = torch.where(any_fit, box_heights, torch.full_like(box_heights, fallback_height))
+
+        lefts = (width - box_widths) * torch.rand(count, generator=generator)
+        tops = (height - box_heights) * torch.rand(count, generator=generator)
+        return torch.stack([lefts, tops, lefts + box_widths, tops + box_heights], dim=1)
+
+
+def _largest_centred_crop(height: int, width: int) -> tuple[float, float]:
+    """Return the (width, height) of the largest crop whose aspect ratio lies in CROP_RATIO_RANGE."""
+    ratio = width / height
+    if ratio < CROP_RATIO_RANGE[0]:
+        return float(width), width / CROP_RATIO_RANGE[0]
+    if ratio > CROP_RATIO_RANGE[1]:
+        return height * CROP_RATIO_RANGE[1], float(height)
+    return float(width), float(height)
+
+
+def _check_image_size(image_size: int) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise ValueError(f"image_size must be a positive whole number of pixels, found {image_size!r}")
