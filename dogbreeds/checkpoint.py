@@ -217,10 +217,12 @@ def load_legacy_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _unpickling_reason(error: pickle.UnpicklingError) -> str:
     # torch's message is several paragraphs long; the line naming the rejected global is the useful part.
+    # It also suggests allow-listing the global, which is exactly what must not be done for untrusted files.
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     for line in lines:
-        if "Unsupported" in line or "WeightsUnpickler error" in line:
-            return line
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return reason.split(" was not an allowed global")[0].split(". Please")[0]
     return lines[0] if lines else type(error).__name__
 
 
