@@ -133,21 +133,45 @@ def _has_direct_images(path: Path) -> bool:
         return any(entry.is_file() and is_image_name(entry.name) for entry in entries)
 
 
-def find_class_root(path: str | Path) -> Path:
-    """Descend from `path` through single-folder wrappers to the folder whose sub-folders are the classes.
+def _first_image_below(path: Path) -> Path | None:
+    """Return the first image file found at any depth under `path`, or None; stops at the first hit."""
+    for folder, dir_names, file_names in os.walk(path):
+        dir_names[:] = sorted(name for name in dir_names if not is_hidden_or_junk(name, is_dir=True))
+        for name in sorted(file_names):
+            if is_image_name(name):
+                return Path(folder) / name
+    return None
 
-    A wrapper is a folder with no images of its own and exactly one sub-folder once hidden, junk and
-    `Annotation/` folders are ignored. So `images/images/` is unwrapped, and so is `dogs/` when it contains
-    `Images/` and `Annotation/`. Raises FileNotFoundError or NotADirectoryError when `path` is not a folder.
+
+def _folders_with_images(path: Path, limit: int) -> list[Path]:
+    """List up to `limit` class-candidate sub-folders of `path` that contain images at any depth."""
+    found = []
+    for folder in _sub_folders(path):
+        if _first_image_below(folder) is not None:
+            found.append(folder)
+            if len(found) == limit:
+                break
+    return found
+
+
+def find_class_root(path: str | Path) -> Path:
+    """Descend from `path` through wrapper folders to the folder whose sub-folders are the classes.
+
+    A wrapper has no images of its own and exactly one sub-folder with images somewhere below it (hidden,
+    junk and `Annotation/` folders never count). So `images/images/` is unwrapped, and so is a download
+    folder with `Images/`, `Annotation/` and `lists/`. Raises FileNotFoundError or NotADirectoryError when
+    `path` is not a folder.
     """
     root = Path(path).expanduser()
     _check_is_folder(root)
 
     for _ in range(MAX_WRAPPER_DEPTH):
-        folders = _sub_folders(root)
-        if len(folders) != 1 or _has_direct_images(root):
+        if _has_direct_images(root):
             return root
-        only_child = folders[0]
+        candidates = _folders_with_images(root, limit=2)
+        if len(candidates) != 1:
+            return root
+        only_child = candidates[0]
         if _has_direct_images(only_child):
             # The single sub-folder contains images itself, so it is a class and `root` is the class root.
             return root
@@ -156,13 +180,13 @@ def find_class_root(path: str | Path) -> Path:
 
 
 def _list_class_images(class_folder: Path) -> list[Path]:
-    """List the image files under one class folder, recursively, skipping hidden and junk entries."""
-    images = []
-    for folder, dir_names, file_names in os.walk(class_folder):
-        dir_names[:] = sorted(name for name in dir_names if not is_hidden_or_junk(name, is_dir=True))
-        for name in file_names:
-            if is_image_name(name):
-                images.append(Path(folder) / name)
+    """List the image files directly inside one class folder, sorted, skipping hidden and junk files.
+
+    Sub-folders of a class folder are not searched: a folder of class folders passed one level too high
+    would otherwise turn `train/` and `test/` into two classes.
+    """
+    with os.scandir(class_folder) as entries:
+        images = [Path(entry.path) for entry in entries if entry.is_file() and is_image_name(entry.name)]
     return sorted(images)
 
 
@@ -223,18 +247,28 @@ def scan_image_folder(path: str | Path) -> ImageIndex:
         labels.extend([label] * len(images))
 
     if not paths:
-        raise DataFolderError(
-            f"Image folder '{root}' has {len(folders)} class folders but no image files in them "
-            f"(found {_describe_other_files(root)}). Searched for the extensions "
-            f"{', '.join(IMAGE_EXTENSIONS)} in any letter case; convert the images to JPEG or PNG."
-        )
+        raise DataFolderError(_no_images_message(root, len(folders)))
     for name in empty_folders:
-        logger.warning("Skipping class folder '%s': it contains no image files.", root / name)
+        logger.warning("Skipping class folder '%s': it contains no image files directly inside it.", root / name)
     _check_enough_classes(root, class_keys, "image files")
 
     class_names = [display_name(key) for key in class_keys]
     logger.info("Found %d images in %d classes under '%s'.", len(paths), len(class_keys), root)
     return ImageIndex(root=root, class_keys=class_keys, class_names=class_names, paths=paths, labels=labels)
+
+
+def _no_images_message(root: Path, folder_count: int) -> str:
+    message = f"Image folder '{root}' has {folder_count} class folders but no image files directly inside them"
+    nested = _first_image_below(root)
+    if nested is not None:
+        return (
+            f"{message}. Images were found deeper, for example '{nested}'. Pass the folder whose sub-folders "
+            f"are the classes, such as '{nested.parent.parent}'. {EXPECTED_LAYOUT}"
+        )
+    return (
+        f"{message} (found {_describe_other_files(root)}). Searched for the extensions "
+        f"{', '.join(IMAGE_EXTENSIONS)} in any letter case; convert the images to JPEG or PNG."
+    )
 
 
 def drop_unreadable(

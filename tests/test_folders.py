@@ -145,15 +145,33 @@ def test_scan_matches_extensions_in_any_case(tmp_path: Path) -> None:
     assert sorted(path.name for path in index.paths) == ["five.TIFF", "four.WEBP", "one.JPG", "three.PNG", "two.Jpeg"]
 
 
-def test_scan_includes_nested_images_in_class(tmp_path: Path) -> None:
+def test_scan_ignores_images_nested_in_class(tmp_path: Path) -> None:
     imagegen.write_jpeg(tmp_path / "a" / "x.jpg")
     imagegen.write_jpeg(tmp_path / "a" / "more" / "y.jpg")
     imagegen.write_jpeg(tmp_path / "b" / "z.jpg")
 
     index = scan_image_folder(tmp_path)
 
-    assert index.labels == [0, 0, 1]
-    assert index.paths[:2] == [tmp_path / "a" / "more" / "y.jpg", tmp_path / "a" / "x.jpg"]
+    assert index.paths == [tmp_path / "a" / "x.jpg", tmp_path / "b" / "z.jpg"]
+    assert index.labels == [0, 1]
+
+
+def test_parent_of_train_and_test_points_deeper(tmp_path: Path) -> None:
+    imagegen.make_class_tree(tmp_path / "train", {CHIHUAHUA: 1, MALTESE: 1})
+    imagegen.make_class_tree(tmp_path / "test", {CHIHUAHUA: 1, MALTESE: 1})
+
+    with pytest.raises(DataFolderError, match="Images were found deeper") as caught:
+        scan_image_folder(tmp_path)
+    assert str(tmp_path / "test") in str(caught.value)
+
+
+def test_download_layout_unwrapped(tmp_path: Path) -> None:
+    imagegen.make_class_tree(tmp_path / "Images", {CHIHUAHUA: 1, MALTESE: 1})
+    imagegen.write_bytes(tmp_path / "lists" / "train_list.mat", b"MATLAB 5.0")
+    imagegen.write_bytes(tmp_path / "Annotation" / CHIHUAHUA / "n02085620_0", b"<annotation/>")
+    imagegen.write_bytes(tmp_path / "images.tar.part", b"partial")
+
+    assert find_class_root(tmp_path) == tmp_path / "Images"
 
 
 def test_empty_breed_folder_dropped_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -223,7 +241,8 @@ def test_drop_unreadable_relabels_classes(tmp_path: Path, caplog: pytest.LogCapt
     index = _index_with_three_classes(tmp_path)
 
     with caplog.at_level(logging.WARNING, logger="dogbreeds.folders"):
-        kept = drop_unreadable(index, [True, False, False, True, True], reasons=[None, "truncated", "empty", None, None])
+        reasons = [None, "truncated", "empty", None, None]
+        kept = drop_unreadable(index, [True, False, False, True, True], reasons=reasons)
 
     assert kept.class_keys == [CHIHUAHUA, PEKINESE]
     assert kept.class_names == ["Chihuahua", "Pekinese"]
