@@ -142,9 +142,9 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"Cannot write a value of type {type(value).__name__} to JSON: {value!r}.")
 
 
-def _read_json(path: Path, what: str) -> Any:
+def _read_json(path: Path, description: str) -> Any:
     if not path.is_file():
-        raise CheckpointError(f"Missing {what}: {path} does not exist.")
+        raise CheckpointError(f"Missing {description}: {path} does not exist.")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -292,8 +292,8 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
 
 
 def _preview(items: list[str], limit: int = 5) -> str:
-    shown = ", ".join(items[:limit]) if items else "none"
-    return f"[{shown}{f', ... ({len(items)} in all)' if len(items) > limit else ''}]"
+    listed = ", ".join(items[:limit]) if items else "none"
+    return f"[{listed}{f', ... ({len(items)} in all)' if len(items) > limit else ''}]"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def write_run_config(run_dir: Path, config: Mapping[str, Any]) -> None:
 
 
 def read_run_config(run_dir: Path | str) -> dict[str, Any]:
-    """Read and validate ``run_dir/config.json``; raise CheckpointError naming the file and the problem."""
+    """Read and validate ``run_dir/config.json``, raising CheckpointError that names the file and the problem."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(
@@ -429,7 +429,7 @@ def validate_run_config(config: Mapping[str, Any], path: Path) -> None:
 
 
 def read_history(run_dir: Path | str) -> list[dict[str, Any]]:
-    """Read ``run_dir/history.json`` (one dict per completed epoch); return [] when the file does not exist."""
+    """Read ``run_dir/history.json``, one dict per completed epoch, or return [] when the file does not exist."""
     path = Path(run_dir) / HISTORY_FILE
     if not path.exists():
         return []
@@ -481,9 +481,9 @@ def save_training_state(
 ) -> None:
     """Save optimizer, scheduler and trainer ``state`` as tensors (optimizer.safetensors) plus JSON.
 
-    Tensors go to ``optimizer.safetensors`` under keys such as ``optimizer/state/0/momentum_buffer``; everything
-    else goes to ``trainer_state.json``, with markers for tensors, tuples, integer dict keys and non-finite
-    floats so that loading restores the exact values. Functions and other objects are rejected: LambdaLR stores
+    Tensors go to ``optimizer.safetensors`` under keys such as ``optimizer/state/0/momentum_buffer``. Everything
+    else goes to ``trainer_state.json``. Markers stand in for tensors, tuples, integer dict keys and non-finite
+    floats, so loading restores the exact values. Functions and other objects are rejected: LambdaLR stores
     only callable objects' attributes, never the lambdas, and the caller rebuilds the lambdas.
     """
     run_dir = Path(run_dir)
@@ -516,7 +516,7 @@ def load_training_state(run_dir: Path | str, optimizer: torch.optim.Optimizer, s
     if not isinstance(document, dict) or not isinstance(document.get("format_version"), int):
         raise CheckpointError(f"{json_path} is not a dogbreeds trainer state file (no format_version).")
     if document["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{json_path} uses format {document['format_version']}; upgrade dogbreeds.")
+        raise CheckpointError(f"{json_path} uses format {document['format_version']}. Upgrade dogbreeds.")
 
     tensors, save_id = _read_state_tensors(tensor_path)
     if save_id != document.get("save_id"):
