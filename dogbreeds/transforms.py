@@ -14,7 +14,6 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.ops import roi_align
 
 from dogbreeds.decode import load_rgb
 
@@ -145,6 +144,10 @@ class BatchAugment:
         count, _, height, width = batch_uint8.shape
         if count == 0:
             return torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.float32)
+
+        # Imported here because importing torchvision takes seconds, which every worker process started with
+        # "spawn" would pay although only the process that augments needs it.
+        from torchvision.ops import roi_align
 
         boxes = self.sample_boxes(count, height, width, generator)
         rois = torch.cat([torch.arange(count, dtype=torch.float32).unsqueeze(1), boxes], dim=1)
