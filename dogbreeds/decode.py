@@ -150,6 +150,12 @@ def _load_stream(stream: BinaryIO, name: str, min_side: int | None) -> Image.Ima
         image = Image.open(stream)
     except UnidentifiedImageError as error:
         raise ImageDecodeError(_unidentified_message(stream, name), name) from error
+    except Image.DecompressionBombError as error:
+        raise ImageDecodeError(
+            f"Cannot decode image '{name}': {error} It is over Pillow's decompression-bomb limit "
+            f"(PIL.Image.MAX_IMAGE_PIXELS); resize the image if it is a genuine photo.",
+            name,
+        ) from error
     except _PILLOW_DECODE_ERRORS as error:
         raise ImageDecodeError(_failure_message(name, error), name) from error
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 # Files that operating systems and tools leave in folders. Hidden names (leading dot) are skipped as well.
-JUNK_FILE_NAMES: frozenset[str] = frozenset({"thumbs.db", "desktop.ini"})
+JUNK_FILE_NAMES: frozenset[str] = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
 JUNK_FOLDER_NAMES: frozenset[str] = frozenset({"__macosx"})
 
 # Stanford Dogs ships bounding boxes in an `Annotation/` tree that mirrors the breed folders.
@@ -76,12 +77,19 @@ class ImageIndex:
 def display_name(folder_name: str) -> str:
     """Turn a Stanford Dogs folder name into a breed name; other names are returned unchanged.
 
-    "n02085620-Chihuahua" becomes "Chihuahua" and "n02085936-Maltese_dog" becomes "Maltese dog".
+    "n02085620-Chihuahua" becomes "Chihuahua" and "n02085936-Maltese_dog" becomes "Maltese dog". The
+    result is in Unicode NFC form, because macOS stores names such as "치와와" decomposed (NFD).
     """
-    match = WORDNET_PREFIX.match(folder_name)
+    name = unicodedata.normalize("NFC", folder_name)
+    match = WORDNET_PREFIX.match(name)
     if match is None:
-        return folder_name
+        return name
     return match.group("breed").replace("_", " ")
+
+
+def class_key_for_matching(folder_name: str) -> str:
+    """Return the form of a class key that compares equal across file systems (Unicode NFC)."""
+    return unicodedata.normalize("NFC", folder_name)
 
 
 def is_hidden_or_junk(name: str, *, is_dir: bool) -> bool:
@@ -230,6 +238,11 @@ def scan_image_folder(path: str | Path) -> ImageIndex:
         raise DataFolderError(
             f"Image folder '{root}' has no class sub-folders (found {found}). {EXPECTED_LAYOUT}\n"
             f"Move each class's images into its own sub-folder named after the class."
+        )
+
+    if _has_direct_images(root):
+        logger.warning(
+            "Ignoring the image files directly inside '%s': only images inside class sub-folders are used.", root
         )
 
     class_keys: list[str] = []

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dogbreeds.folders import DataFolderError, ImageIndex, find_class_root
+from dogbreeds.folders import DataFolderError, ImageIndex, class_key_for_matching, find_class_root
 from dogbreeds.matfile import MatFileError, cell_strings, load_mat
 
 logger = logging.getLogger(__name__)
@@ -187,13 +187,14 @@ def match_test_classes(train: ImageIndex, test: ImageIndex) -> ImageIndex:
     The result has the training class keys and names. Raises DataFolderError naming each test class that
     training does not have; a training class missing from the test folder only logs a warning.
     """
-    train_label = {key: label for label, key in enumerate(train.class_keys)}
-    unknown = [key for key in test.class_keys if key not in train_label]
+    # Keys are compared in NFC form, so a test folder copied from macOS (NFD names) still matches.
+    train_label = {class_key_for_matching(key): label for label, key in enumerate(train.class_keys)}
+    unknown = [key for key in test.class_keys if class_key_for_matching(key) not in train_label]
     if unknown:
         raise DataFolderError(_unknown_classes_message(train, test, unknown))
 
-    present = set(test.class_keys)
-    missing = [key for key in train.class_keys if key not in present]
+    present = {class_key_for_matching(key) for key in test.class_keys}
+    missing = [key for key in train.class_keys if class_key_for_matching(key) not in present]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         logger.warning(
@@ -202,7 +203,7 @@ def match_test_classes(train: ImageIndex, test: ImageIndex) -> ImageIndex:
             test.root, len(missing), len(train.class_keys), shown,
         )
 
-    labels = [train_label[test.class_keys[label]] for label in test.labels]
+    labels = [train_label[class_key_for_matching(test.class_keys[label])] for label in test.labels]
     return ImageIndex(
         root=test.root,
         class_keys=list(train.class_keys),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 
 import imagegen
@@ -33,6 +34,7 @@ PEKINESE = "n02086079-Pekinese"
         ("golden_retriever", "golden_retriever"),
         ("cats", "cats"),
         ("n123-short_id", "n123-short_id"),
+        (unicodedata.normalize("NFD", "치와와"), "치와와"),
     ],
 )
 def test_display_name(folder: str, expected: str) -> None:
@@ -172,6 +174,17 @@ def test_download_layout_unwrapped(tmp_path: Path) -> None:
     imagegen.write_bytes(tmp_path / "images.tar.part", b"partial")
 
     assert find_class_root(tmp_path) == tmp_path / "Images"
+
+
+def test_images_in_class_root_ignored_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    imagegen.make_class_tree(tmp_path, {CHIHUAHUA: 1, MALTESE: 1})
+    imagegen.write_jpeg(tmp_path / "stray.jpg")
+
+    with caplog.at_level(logging.WARNING, logger="dogbreeds.folders"):
+        index = scan_image_folder(tmp_path)
+
+    assert len(index) == 2
+    assert "Ignoring the image files directly inside" in caplog.text
 
 
 def test_empty_breed_folder_dropped_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import unicodedata
 from pathlib import Path
 
 import imagegen
@@ -270,3 +271,20 @@ def test_official_split_without_file_list(tmp_path: Path) -> None:
 
     with pytest.raises(MatFileError, match="no variable 'file_list'"):
         official_split(index, lists)
+
+
+def test_match_test_classes_unicode_forms(tmp_path: Path) -> None:
+    composed = unicodedata.normalize("NFC", "치와와")
+    decomposed = unicodedata.normalize("NFD", "치와와")
+    assert composed != decomposed
+    imagegen.make_class_tree(tmp_path / "train", {composed: 1, "진돗개": 1})
+    imagegen.make_class_tree(tmp_path / "test", {decomposed: 2, "진돗개": 1})
+    train = scan_image_folder(tmp_path / "train")
+    test = scan_image_folder(tmp_path / "test")
+
+    matched = match_test_classes(train, test)
+
+    by_name = {path.parent.name: label for path, label in zip(matched.paths, matched.labels)}
+    assert by_name[decomposed] == train.class_keys.index(composed)
+    assert by_name["진돗개"] == train.class_keys.index("진돗개")
+    assert matched.class_names == train.class_names
