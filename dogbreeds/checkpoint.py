@@ -24,7 +24,6 @@ import math
 import os
 import pickle
 import platform
-import tempfile
 import uuid
 import zipfile
 from collections.abc import Mapping
@@ -34,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file as load_safetensors_file
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
@@ -84,10 +83,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    temporary = Path(handle.name)
+    # os.open with mode 0o666 lets the umask decide the permissions, as for a plain open(path, "wb"); tempfile
+    # would create the file readable by its owner only.
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with handle:
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -178,7 +179,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"Missing weights file: {path} does not exist. Check the run folder or train again.")
 
     try:
-        return load_safetensors_bytes(path.read_bytes())
+        return load_safetensors_file(path)
     except SafetensorError as error:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({error}). Download or copy the file again, or train the run again."
@@ -553,15 +554,13 @@ def load_training_state(run_dir: Path | str, optimizer: torch.optim.Optimizer, s
 def _read_state_tensors(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     if not path.is_file():
         raise CheckpointError(f"Missing optimizer state: {path} does not exist.")
-    data = path.read_bytes()
     try:
-        tensors = load_safetensors_bytes(data)
+        with safe_open(path, framework="pt") as file:
+            metadata = file.metadata() or {}
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
     except SafetensorError as error:
         raise CheckpointError(f"{path} is corrupt or truncated ({error}).") from error
 
-    # safetensors stores the metadata as JSON in a header prefixed by its little-endian u64 length.
-    header_length = int.from_bytes(data[:8], "little")
-    metadata = json.loads(data[8:8 + header_length]).get("__metadata__") or {}
     return tensors, metadata.get("save_id")
 
 

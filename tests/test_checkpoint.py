@@ -104,6 +104,16 @@ def test_atomic_write_failure_leaves_no_new_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_atomic_write_follows_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "config.json", b"{}")
+    finally:
+        os.umask(previous)
+
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644
+
 def test_atomic_write_json_plain_types(tmp_path):
     path = tmp_path / "data.json"
     atomic_write_json(path, {"path": tmp_path, "pair": (1, 2), "loss": float("nan"), "best": torch.tensor(0.5)})

@@ -279,6 +279,8 @@ def test_pretrained_loads_cached_weights(tmp_path, monkeypatch, caplog):
     _forbid_download(monkeypatch)
     torch.manual_seed(1)
     reference = torchvision.models.resnet18().state_dict()
+    # torch.hub compares the SHA-256 prefix in the file name only while downloading, so a file already cached
+    # under the expected name is read as is. The forbidden download proves that no download happens.
     path = imagenet_weights_path()
     path.parent.mkdir(parents=True)
     torch.save(reference, path)
