@@ -43,9 +43,9 @@ MAX_STEM_PARAMETERS = 100_000_000
 CUSTOM_CNN_WIDTHS: tuple[int, ...] = (32, 64, 128, 256, 512)
 
 IMAGENET_OVERLAP_WARNING = (
-    "resnet18 starts from ImageNet weights, and the Stanford Dogs photos were taken from ImageNet, so many test "
-    "photos were seen during pretraining: pretrained accuracy on Stanford Dogs is optimistic and not comparable "
-    "with models trained from scratch."
+    "resnet18 starts from ImageNet weights. The Stanford Dogs photos were taken from ImageNet, so the network may "
+    "have seen the validation and test photos during pretraining. Its accuracy on Stanford Dogs is therefore "
+    "optimistic and not comparable with models trained from scratch."
 )
 
 
@@ -91,6 +91,7 @@ class CustomCNN(_CheckedInput, nn.Module):
 
     def __init__(self, num_classes: int, image_size: int = 64, widths: tuple[int, ...] = CUSTOM_CNN_WIDTHS) -> None:
         super().__init__()
+        check_image_size("custom_cnn", image_size)
         self.architecture = "custom_cnn"
         self.image_size = image_size
         self.fixed_input_size = False
@@ -137,6 +138,7 @@ class ResNet18(_CheckedInput, ResNet):
     """torchvision's ResNet-18 (He et al., 2015) with an input-size check and the classifier sized to the classes."""
 
     def __init__(self, num_classes: int, image_size: int = 128) -> None:
+        check_image_size("resnet18", image_size)
         super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
         self.architecture = "resnet18"
         self.image_size = image_size
