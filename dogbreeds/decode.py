@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import struct
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -83,7 +84,7 @@ def load_rgb(source: ImageSource, *, min_side: int | None = None) -> Image.Image
         name = getattr(source, "filename", "") or "<PIL image>"
         # The caller's image is not drafted, because Image.draft would change it in place.
         return _decode_opened(source, name, None)
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, os.PathLike)):
         return _load_path(Path(source), min_side)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _load_stream(io.BytesIO(bytes(source)), "<bytes>", min_side)

@@ -101,6 +101,11 @@ def stratified_split(paths: Sequence[Path], labels: Sequence[int], val_fraction:
         duplicates=len(paths) - len(groups), single_image_classes=single_image_classes,
     )
     logger.info("%s", description)
+    if not val_indices:
+        logger.warning(
+            "The validation set is empty because no class has two or more distinct images; "
+            "add images or pass a separate test folder."
+        )
     return Split(train_indices=train_indices, val_indices=val_indices, description=description)
 
 

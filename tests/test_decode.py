@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import imagegen
 import numpy as np
@@ -379,6 +379,7 @@ def test_bytes_and_file_objects(tmp_path: Path) -> None:
         assert _pixel(load_rgb(stream)) == (5, 6, 7)
         assert not stream.closed
     assert _pixel(load_rgb(str(path))) == (5, 6, 7)
+    assert _pixel(load_rgb(PurePath(path))) == (5, 6, 7)
 
 
 def test_non_seekable_stream(tmp_path: Path) -> None:

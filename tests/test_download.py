@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.server
 import io
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -338,3 +340,18 @@ def test_cli_error_exit_status(tmp_path: Path, server: FakeServer, capsys: pytes
 
     assert status == 1
     assert "HTTP 404" in capsys.readouterr().err
+
+
+def test_data_module_command_line(tmp_path: Path, server: FakeServer) -> None:
+    server.files = _stanford_archives(tmp_path)
+    dest = tmp_path / "images"
+    repository = Path(__file__).resolve().parents[1]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "dogbreeds.data", "download", "--dest", str(dest), "--base-url", server.url],
+        cwd=repository, capture_output=True, text=True, timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"Folder to train on: {dest / 'Images'}" in result.stdout
+    assert (dest / "Images" / MALTESE / "n02085936_1.jpg").is_file()

@@ -32,7 +32,9 @@ MALTESE = "n02085936-Maltese_dog"
 PEKINESE = "n02086079-Pekinese"
 
 
-def _split_tree(tmp_path: Path, classes: dict[str, int], val_fraction: float = 0.2, seed: int = 0) -> tuple[Split, list]:
+def _split_tree(
+    tmp_path: Path, classes: dict[str, int], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[Split, list[int]]:
     imagegen.make_class_tree(tmp_path, classes)
     index = scan_image_folder(tmp_path)
     return stratified_split(index.paths, index.labels, val_fraction, seed), index.labels
@@ -139,6 +141,15 @@ def test_duplicates_across_classes_warn(tmp_path: Path, caplog: pytest.LogCaptur
     assert "more than one class" in caplog.text
     assert "stray.jpg" in caplog.text
     assert len(split.train_indices) + len(split.val_indices) == 7
+
+
+def test_single_images_warn_empty_validation(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="dogbreeds.split"):
+        split, _ = _split_tree(tmp_path, {CHIHUAHUA: 1, MALTESE: 1})
+
+    assert split.val_indices == []
+    assert split.train_indices == [0, 1]
+    assert "validation set is empty" in caplog.text
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
