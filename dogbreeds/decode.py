@@ -24,10 +24,10 @@ logger = logging.getLogger(__name__)
 # White, the usual backdrop of product-style photos with a transparent background.
 BACKGROUND_RGB: tuple[int, int, int] = (255, 255, 255)
 
-ImageSource = Union[str, Path, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 
-# Pillow's plugins raise more than OSError on damaged files: struct.error from short headers, SyntaxError
-# from the TIFF and PNG parsers, IndexError/ZeroDivisionError from broken tables.
+# Pillow's plugins can raise more than OSError on damaged files, such as struct.error from short headers
+# and SyntaxError from the PNG and TIFF parsers.
 _PILLOW_DECODE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     SyntaxError,
@@ -70,8 +70,8 @@ class ImageDecodeError(ValueError):
 def load_rgb(source: ImageSource, *, min_side: int | None = None) -> Image.Image:
     """Decode `source` into a new, fully loaded 8-bit RGB image.
 
-    `source` may be a path, encoded bytes, a binary file object (read from its current position and not
-    closed), a PIL image in any mode, or a numpy array shaped HxW, HxWx1, HxWx3 or HxWx4. With `min_side`,
+    `source` may be a path, encoded bytes, a binary file object (read from its start, because Pillow seeks
+    to 0, and not closed), a PIL image in any mode, or a numpy array shaped HxW, HxWx1, HxWx3 or HxWx4. With `min_side`,
     JPEG files are decoded at a reduced scale (1/2, 1/4 or 1/8) whose shorter side is still at least
     `min_side` pixels, which is much faster for small training sizes. Raises ImageDecodeError.
     """
@@ -165,11 +165,13 @@ def _load_stream(stream: BinaryIO, name: str, min_side: int | None) -> Image.Ima
 
 
 def _decode_opened(image: Image.Image, name: str, min_side: int | None) -> Image.Image:
-    """Turn an opened (possibly not yet loaded) PIL image into a new loaded RGB image."""
+    """Turn an opened (possibly not yet loaded) PIL image into a new loaded RGB image.
+
+    The current frame is used, which for a freshly opened animated GIF, APNG or WebP is the first one.
+    """
     _check_pixel_limit(image, name)
     orientation = _exif_orientation(image, name)
     try:
-        # A freshly opened animated image (GIF, APNG, WebP) is positioned on its first frame, which is used.
         if min_side is not None and image.format == "JPEG":
             image.draft(image.mode, _draft_size(image.size, min_side))
         image.load()
