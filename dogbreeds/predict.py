@@ -26,6 +26,7 @@ from dogbreeds import transforms
 from dogbreeds.checkpoint import MODEL_FILE, CheckpointError, load_model
 from dogbreeds.decode import ImageDecodeError
 from dogbreeds.models import count_parameters
+from dogbreeds.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ class Predictor:
     def from_run(cls, run_dir: Path | str, device: str = "cpu", weights: str = MODEL_FILE) -> Predictor:
         """Load the model of a run folder, or of a Hub download that has just model.safetensors and config.json.
 
-        ``device`` is a torch device name or ``"auto"`` (CUDA, then MPS, then CPU).
+        ``device`` is a torch device name or ``"auto"`` (CUDA, then MPS, then CPU). A device this machine lacks
+        raises ValueError.
         """
         resolved = _resolve_device(device)
         model, config = load_model(run_dir, device=resolved, weights=weights)
@@ -99,11 +101,11 @@ class Predictor:
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        from dogbreeds.runtime import resolve_device
-
-        return resolve_device("auto")
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        return device
+    # resolve_device raises a ValueError naming the available devices, where moving the model to a missing
+    # device would fail with an AssertionError or a RuntimeError.
+    return resolve_device(device)
 
 
 def _unique_names(names: Sequence[str], keys: Sequence[str]) -> list[str]:

@@ -187,6 +187,20 @@ def test_from_run_missing_folder(tmp_path):
         Predictor.from_run(tmp_path / "missing")
 
 
+def test_class_keys_kept(predictor):
+    assert predictor.class_keys == list(CLASS_KEYS)
+
+
+def test_missing_device_rejected(fcn_run):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="not available"):
+        Predictor.from_run(fcn_run, device="cuda")
+
+
+def test_auto_device(fcn_run):
+    assert Predictor.from_run(fcn_run, device="auto").device.type in ("cuda", "mps", "cpu")
+
 # ---------------------------------------------------------------------------------------------------------------
 # Command line
 
@@ -253,7 +267,3 @@ def test_cli_module_entry_point(fcn_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert any(name in result.stdout for name in CLASS_NAMES)
     assert len(result.stdout.splitlines()) == 2
-
-
-def test_class_keys_kept(predictor):
-    assert predictor.class_keys == list(CLASS_KEYS)
