@@ -135,11 +135,9 @@ def _to_json(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return _to_json(value.item())
-    if hasattr(value, "item") and callable(value.item):
-        # numpy scalars
-        return _to_json(value.item())
+    if isinstance(value, torch.Tensor) or callable(getattr(value, "tolist", None)):
+        # Tensors, numpy arrays and numpy scalars: tolist() returns Python numbers or nested lists.
+        return _to_json(value.tolist())
     raise TypeError(f"Cannot write a value of type {type(value).__name__} to JSON: {value!r}.")
 
 
@@ -393,6 +391,11 @@ def read_run_config(run_dir: Path | str) -> dict[str, Any]:
 def validate_run_config(config: Mapping[str, Any], path: Path) -> None:
     """Raise CheckpointError unless ``config`` has a readable format version and consistent model fields."""
     version = config.get("format_version")
+    if version is None:
+        raise CheckpointError(
+            f"{path} has no format_version, so it is not a run config written by dogbreeds. Pass a run folder "
+            "created by python -m dogbreeds.train or downloaded from the Hub."
+        )
     if isinstance(version, bool) or not isinstance(version, int):
         raise CheckpointError(f"{path}: format_version must be an integer; found {version!r}.")
     if version > FORMAT_VERSION:

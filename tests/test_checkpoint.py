@@ -5,6 +5,7 @@ import logging
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -116,11 +117,14 @@ def test_atomic_write_follows_umask(tmp_path):
 
 def test_atomic_write_json_plain_types(tmp_path):
     path = tmp_path / "data.json"
-    atomic_write_json(path, {"path": tmp_path, "pair": (1, 2), "loss": float("nan"), "best": torch.tensor(0.5)})
+    atomic_write_json(path, {"path": tmp_path, "pair": (1, 2), "loss": float("nan"), "best": torch.tensor(0.5),
+                             "count": np.int64(3), "counts": np.array([1, 2]), "name": "치와와"})
 
     text = path.read_text(encoding="utf-8")
     assert text.endswith("\n")
-    assert json.loads(text) == {"path": str(tmp_path), "pair": [1, 2], "loss": None, "best": 0.5}
+    assert "치와와" in text
+    assert json.loads(text) == {"path": str(tmp_path), "pair": [1, 2], "loss": None, "best": 0.5, "count": 3,
+                                "counts": [1, 2], "name": "치와와"}
 
 
 def test_atomic_write_json_rejects_objects(tmp_path):
@@ -246,6 +250,12 @@ def test_truncated_config(tmp_path):
         load_model(tmp_path)
     assert "corrupt or truncated" in str(error.value)
     assert str(path) in str(error.value)
+
+
+def test_config_without_format_version(tmp_path):
+    (tmp_path / CONFIG_FILE).write_text('{"architecture": "resfcn18"}')
+    with pytest.raises(CheckpointError, match="not a run config written by dogbreeds"):
+        read_run_config(tmp_path)
 
 
 def test_config_not_an_object(tmp_path):
