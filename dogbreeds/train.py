@@ -159,7 +159,7 @@ def _resume_config(parser: argparse.ArgumentParser, given: dict[str, Any]) -> Tr
                        ", ".join(ignored))
 
     values = saved.to_dict()
-    values.update(given)
+    values.update({name: value for name, value in given.items() if name not in RUN_DEFINING_FIELDS})
     return TrainConfig.from_dict(values)
 
 
@@ -212,7 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_allocator()
     setup_logging()
     config, namespace = parse_config(argv)
-    if namespace.verbose:
+
+    # Under torchrun only rank 0 reports progress; the other processes log warnings and errors.
+    is_main_process = int(os.environ.get("RANK", "0")) == 0
+    if not is_main_process:
+        setup_logging(logging.WARNING)
+    elif namespace.verbose:
         setup_logging(logging.DEBUG)
 
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -235,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bars.close()
         signal.signal(signal.SIGINT, previous_handler)
 
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process:
         _print_summary(result)
     return EXIT_INTERRUPTED if result.stopped else 0
 
