@@ -21,7 +21,9 @@ from typing import Any
 from dogbreeds.config import OPTIMIZERS, TrainConfig
 from dogbreeds.runtime import configure_allocator, setup_logging
 
-logger = logging.getLogger(__name__)
+# Named explicitly because `python -m dogbreeds.train` runs this file as __main__, outside the package's
+# logger hierarchy that setup_logging() configures.
+logger = logging.getLogger("dogbreeds.train")
 
 EXIT_DATA_ERROR = 1
 EXIT_USAGE = 2
