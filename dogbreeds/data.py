@@ -609,6 +609,10 @@ def _prefetch(source: Iterator[Any], depth: int) -> Iterator[Any]:
         return False
 
     def produce() -> None:
+        if torch.backends.openmp.is_available():
+            # With OpenMP the thread count is per thread, so this keeps the caller's threads for the model. Small
+            # batch operations gain little from a second thread and slow down badly when the cores are busy.
+            torch.set_num_threads(1)
         try:
             for item in source:
                 if not put(item):
