@@ -10,7 +10,7 @@ The fingerprint covers the file list, each file's size and modification time, th
 a changed image set gets a new cache. Both files are written under temporary names and renamed into place, the
 manifest last, and every row's CRC is checked when a cache is opened, so a truncated or damaged cache is rebuilt
 instead of read. Worker processes decode chunks of files and write the pixels straight into the memory map, so
-the parent process never holds more than one chunk's results (row numbers and checksums).
+the parent process receives only row numbers, checksums and error messages.
 """
 
 from __future__ import annotations
@@ -141,10 +141,10 @@ def load_or_build_cache(
     """Open the cache of ``paths`` decoded at ``side`` px, building it first if it is missing, stale or damaged.
 
     Files that fail to decode are recorded in ``ImageCache.errors`` (row -> reason) instead of raising. Older
-    caches of the same folder and side are deleted after a build. ``workers`` is the number of decoding processes
-    (``default_workers()`` when None, 0 or 1 decodes in this process); ``mp_context`` names a multiprocessing start
-    method, the platform default when None. Raises CacheError when the cache folder cannot be written or lacks
-    space; callers can then fall back to decoding without a cache.
+    caches of the same folder and side are deleted after a build. ``workers`` is the number of decoding processes,
+    ``default_workers()`` when None. With 0 or 1 the files are decoded in this process. ``mp_context`` names a
+    multiprocessing start method (None: the platform default). Raises CacheError when the cache folder cannot be
+    written or lacks space, so that callers can fall back to decoding without a cache.
     """
     paths = [Path(path) for path in paths]
     if not paths:
@@ -360,26 +360,24 @@ def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
 
 def _remove_stale_caches(cache_dir: Path, current_stem: str) -> None:
     """Delete older caches of the same folder and side, which a changed file list or file made stale."""
+    # The family part contains only letters, digits, "_" and ".", so it needs no glob escaping.
     family = current_stem.rsplit("-", 1)[0]
     now = time.time()
-    for candidate in cache_dir.glob(f"{glob_escape(family)}-*"):
-        is_temporary = ".tmp" in candidate.name
-        if is_temporary and now - candidate.stat().st_mtime < _TEMPORARY_FILE_MAX_AGE_S:
-            # Possibly another process's build in progress.
-            continue
-        if not is_temporary and candidate.name.startswith(f"{current_stem}."):
-            continue
+    for candidate in cache_dir.glob(f"{family}-*"):
         try:
+            is_temporary = ".tmp" in candidate.name
+            if is_temporary and now - candidate.stat().st_mtime < _TEMPORARY_FILE_MAX_AGE_S:
+                # Possibly another process's build in progress.
+                continue
+            if not is_temporary and candidate.name.startswith(f"{current_stem}."):
+                continue
             candidate.unlink()
             logger.info("Removed stale image cache file %s", candidate)
+        except FileNotFoundError:
+            continue
         except OSError as error:
             # A file still mapped by another process cannot be deleted on Windows, and is left for the next build.
             logger.warning("Could not remove stale image cache file %s: %s", candidate, error)
-
-
-def glob_escape(text: str) -> str:
-    """Escape glob wildcards in ``text`` so ``Path.glob`` matches it literally."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _cache_family(paths: Sequence[Path], side: int) -> str:

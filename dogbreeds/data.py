@@ -2,8 +2,8 @@
 
 ``prepare_data`` turns the settings into a ``PreparedData`` with a training and a validation ``ImageSet``, and
 ``BatchLoader`` iterates one of them as (float32 images, int64 labels) batches. With the cache on, batches are read
-from the decoded uint8 cache (``dogbreeds.cache``) and augmented in one batched operation; with it off, images are
-decoded by ``torch.utils.data.DataLoader`` worker processes.
+from the decoded uint8 cache (``dogbreeds.cache``) and augmented in this process. With the cache off,
+``torch.utils.data.DataLoader`` worker processes decode the images.
 
 Command line: ``python -m dogbreeds.data download [--dest DIR]`` downloads Stanford Dogs, and
 ``python -m dogbreeds.data prepare DATA_DIR`` checks and caches a folder of images ahead of training.
@@ -18,8 +18,8 @@ import queue
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ MIN_SHARED_MEMORY_BYTES = 256 * 2**20
 
 @dataclass
 class DataSettings:
-    """Where the images are and how to split, check and cache them."""
+    """Image folders and the options for splitting, checking and caching their images."""
 
     train_dir: Path
     test_dir: Path | None = None
@@ -339,12 +339,13 @@ def loader_workers(requested: int | None) -> int:
 class BatchLoader:
     """Batches of (float32 [N, 3, S, S] normalized images, int64 [N] labels) from an ImageSet.
 
-    ``train=True``: a new order for every (seed, epoch), set with ``set_epoch``; random resized crops and flips; no
-    final batch of one (a lone last sample joins the previous batch); one batch of the whole shard when it is
-    smaller than ``batch_size``. Each rank takes an equal, disjoint share of the shuffled samples, and the few
-    samples that do not divide evenly are left out of that epoch only.
-    ``train=False``: samples in order, each exactly once across ranks (rank r takes the r-th contiguous block), with
-    the same pixels as ``transforms.preprocess_eval`` gives for the file.
+    ``train=True`` shuffles anew for every (seed, epoch), where ``set_epoch`` selects the epoch, and applies random
+    resized crops and flips. A lone last sample joins the previous batch, so no batch has one sample, and a shard
+    smaller than ``batch_size`` is one batch. Each rank takes an equal, disjoint share of the shuffled samples. The
+    few samples that do not divide evenly between ranks are left out of that epoch only.
+
+    ``train=False`` yields the samples in order, each exactly once across ranks (rank r takes the r-th contiguous
+    block), with the same values as ``transforms.preprocess_eval`` gives for the file.
 
     ``workers`` sets the decoding processes when the set has no cache (the cache needs none). ``prefetch`` builds
     the next batch in a background thread while the caller works on the current one. ``with_indices`` adds a third
@@ -437,7 +438,10 @@ class BatchLoader:
         if self.images.cache is not None:
             source = self._cached_batches(batches, generator)
         else:
-            source = self._decoded_batches(batches, generator)
+            # The DataLoader iterator is created here, in the caller's thread, so that its worker processes are
+            # started (forked, on Linux) from the main thread rather than from the prefetch thread.
+            self._sampler.batches = batches
+            source = self._decoded_batches(iter(self._get_data_loader()), generator)
 
         if self.prefetch:
             return _prefetch(source, depth=2)
@@ -452,10 +456,9 @@ class BatchLoader:
             yield self._finish(pixels, torch.from_numpy(positions), generator)
 
     def _decoded_batches(
-        self, batches: list[np.ndarray], generator: torch.Generator
+        self, decoded: Iterator[tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]], generator: torch.Generator
     ) -> Iterator[tuple[torch.Tensor, ...]]:
-        self._sampler.batches = batches
-        for pixels, positions, failures in self._get_data_loader():
+        for pixels, positions, failures in decoded:
             self._report(failures)
             minimum = 2 if self.train else 1
             if len(positions) < minimum:

@@ -332,6 +332,19 @@ def test_prefetch_stops_on_break(image_root, tmp_path) -> None:
     assert len(batches) == len(loader)
 
 
+def test_decoding_loader_restarts_after_break(image_root, tmp_path) -> None:
+    data = prepare_data(_settings(image_root, tmp_path, use_cache=False))
+    loader = BatchLoader(data.train, 4, train=True, image_size=IMAGE_SIZE, workers=2)
+
+    for _ in loader:
+        break
+    loader.set_epoch(1)
+    batches = list(loader)
+
+    assert len(batches) == len(loader)
+    assert sum(len(labels) for _, labels in batches) == len(data.train)
+
+
 def test_prefetch_reraises_errors(image_root, tmp_path) -> None:
     data = prepare_data(_settings(image_root, tmp_path))
     loader = BatchLoader(data.train, 2, train=True, image_size=IMAGE_SIZE)
