@@ -32,7 +32,7 @@ EXIT_INTERRUPTED = 130
 _DEFAULTS = TrainConfig()
 
 
-def _add_option(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+def add_option(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
     """Add --name with both the underscore and the kebab-case spelling; unset options stay out of the namespace."""
     flags = [f"--{name}"]
     if "_" in name:
@@ -53,68 +53,68 @@ def build_parser() -> argparse.ArgumentParser:
     sizes = ", ".join(f"{name} {size}" for name, size in DEFAULT_IMAGE_SIZE.items())
 
     data = parser.add_argument_group("data")
-    _add_option(data, "train_dir", type=Path, metavar="DIR",
+    add_option(data, "train_dir", type=Path, metavar="DIR",
                 help=f"folder of breed subfolders, or a folder above it (default: {_DEFAULTS.train_dir})")
-    _add_option(data, "test_dir", type=Path, metavar="DIR",
+    add_option(data, "test_dir", type=Path, metavar="DIR",
                 help="separate folder to validate on, classes matched by folder name; the training folder "
                      "itself means 'split it' (default: a split of --train_dir)")
-    _add_option(data, "val_fraction", type=float, metavar="F",
+    add_option(data, "val_fraction", type=float, metavar="F",
                 help=f"fraction of each breed held out for validation, between 0 and 1 "
                      f"(default: {_DEFAULTS.val_fraction})")
-    _add_option(data, "split_lists", type=Path, metavar="DIR",
+    add_option(data, "split_lists", type=Path, metavar="DIR",
                 help="folder with the official train_list.mat and test_list.mat; replaces the random split")
-    _add_option(data, "max_images", type=int, metavar="N",
+    add_option(data, "max_images", type=int, metavar="N",
                 help="use at most N images, sampled evenly across breeds (default: all)")
-    _add_option(data, "image_size", type=int, metavar="PX",
+    add_option(data, "image_size", type=int, metavar="PX",
                 help=f"side of the square model input in pixels (default per architecture: {sizes})")
-    _add_option(data, "workers", type=int, metavar="N",
+    add_option(data, "workers", type=int, metavar="N",
                 help="processes that decode images and build batches (default: chosen from the CPU count)")
-    _add_option(data, "no_cache", dest="use_cache", action="store_false",
+    add_option(data, "no_cache", dest="use_cache", action="store_false",
                 help="decode the images again for every run instead of keeping a decoded cache on disk")
-    _add_option(data, "cache_dir", type=Path, metavar="DIR",
+    add_option(data, "cache_dir", type=Path, metavar="DIR",
                 help=f"folder for the decoded-image cache (default: {_DEFAULTS.cache_dir})")
-    _add_option(data, "min_scale", type=float, metavar="F",
+    add_option(data, "min_scale", type=float, metavar="F",
                 help=f"smallest random crop, as a fraction of the image area, in (0, 1] "
                      f"(default: {_DEFAULTS.min_scale})")
-    _add_option(data, "no_flip", dest="hflip", action="store_false",
+    add_option(data, "no_flip", dest="hflip", action="store_false",
                 help="turn off random horizontal flips")
 
     model = parser.add_argument_group("model and optimization")
-    _add_option(model, "arch", choices=MODEL_NAMES,
+    add_option(model, "arch", choices=MODEL_NAMES,
                 help=f"architecture: custom_cnn and resnet18 are CNNs, resfcn18 is fully connected "
                      f"(default: {_DEFAULTS.arch})")
-    _add_option(model, "pretrained", action="store_true",
+    add_option(model, "pretrained", action="store_true",
                 help="start resnet18 from ImageNet weights (downloaded once into the torch hub cache)")
-    _add_option(model, "epochs", type=int, metavar="N", help=f"number of epochs (default: {_DEFAULTS.epochs})")
-    _add_option(model, "batch_size", type=int, metavar="N",
+    add_option(model, "epochs", type=int, metavar="N", help=f"number of epochs (default: {_DEFAULTS.epochs})")
+    add_option(model, "batch_size", type=int, metavar="N",
                 help=f"images per step on each process (default: {_DEFAULTS.batch_size})")
-    _add_option(model, "optimizer", choices=OPTIMIZERS,
+    add_option(model, "optimizer", choices=OPTIMIZERS,
                 help=f"sgd (with momentum) or adamw (default: {_DEFAULTS.optimizer})")
-    _add_option(model, "lr", type=float, metavar="LR",
+    add_option(model, "lr", type=float, metavar="LR",
                 help="peak learning rate (default: sgd 0.05 per 64 images of global batch, adamw 0.001; a tenth "
                      "of that with --pretrained)")
-    _add_option(model, "momentum", type=float, metavar="M",
+    add_option(model, "momentum", type=float, metavar="M",
                 help=f"SGD momentum (default: {_DEFAULTS.momentum})")
-    _add_option(model, "weight_decay", type=float, metavar="WD",
+    add_option(model, "weight_decay", type=float, metavar="WD",
                 help=f"weight decay of weight matrices and kernels (default: {_DEFAULTS.weight_decay})")
-    _add_option(model, "warmup_epochs", type=float, metavar="E",
+    add_option(model, "warmup_epochs", type=float, metavar="E",
                 help=f"linear learning-rate warm-up in epochs before the cosine decay "
                      f"(default: {_DEFAULTS.warmup_epochs:g})")
-    _add_option(model, "label_smoothing", type=float, metavar="F",
+    add_option(model, "label_smoothing", type=float, metavar="F",
                 help=f"label smoothing of the training loss, in [0, 1) (default: {_DEFAULTS.label_smoothing})")
-    _add_option(model, "seed", type=int, metavar="N",
+    add_option(model, "seed", type=int, metavar="N",
                 help=f"seed of the split, initialization and augmentation (default: {_DEFAULTS.seed})")
-    _add_option(model, "patience", type=int, metavar="N",
+    add_option(model, "patience", type=int, metavar="N",
                 help="stop after N epochs without a better validation top-1 (default: train all epochs)")
 
     run = parser.add_argument_group("run")
-    _add_option(run, "device", metavar="NAME",
+    add_option(run, "device", metavar="NAME",
                 help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
-    _add_option(run, "out", type=Path, metavar="DIR",
+    add_option(run, "out", type=Path, metavar="DIR",
                 help=f"folder that receives the run folders (default: {_DEFAULTS.out})")
-    _add_option(run, "run_name", metavar="NAME",
+    add_option(run, "run_name", metavar="NAME",
                 help="name of the run folder (default: ARCH-YYYYmmdd-HHMMSS)")
-    _add_option(run, "resume", type=Path, metavar="RUN_DIR",
+    add_option(run, "resume", type=Path, metavar="RUN_DIR",
                 help="continue this run folder after its last completed epoch; --epochs sets the new total")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser
@@ -165,7 +165,7 @@ def _resume_config(parser: argparse.ArgumentParser, given: dict[str, Any]) -> Tr
     return TrainConfig.from_dict(values)
 
 
-class _StopFlag:
+class StopFlag:
     """SIGINT handler: the first Ctrl-C makes fit() stop after the current batch, a second one aborts."""
 
     def __init__(self) -> None:
@@ -182,7 +182,7 @@ class _StopFlag:
                        "to abort at once.")
 
 
-class _ProgressBars:
+class ProgressBars:
     """Turn fit()'s batch events into one tqdm bar per epoch (shown only on a terminal)."""
 
     def __init__(self) -> None:
@@ -226,10 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from dogbreeds.trainer import fit
 
-    user_errors = _user_errors()
-    stop = _StopFlag()
+    user_errors = user_error_types()
+    stop = StopFlag()
     previous_handler = signal.signal(signal.SIGINT, stop.handle)
-    bars = _ProgressBars()
+    bars = ProgressBars()
     try:
         with logging_redirect_tqdm(loggers=[logging.getLogger("dogbreeds")]):
             result = fit(config, on_event=bars, should_stop=stop)
@@ -263,7 +263,7 @@ def _print_summary(result: Any) -> None:
           f"Saved to {result.run_dir}")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_error_types() -> tuple[type[BaseException], ...]:
     """Return the exception types that mean unusable input, reported without a traceback."""
     from dogbreeds.checkpoint import CheckpointError
     from dogbreeds.models import PretrainedWeightsError

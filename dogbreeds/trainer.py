@@ -486,12 +486,12 @@ class _TrainingRun:
 
         line = format_epoch_line(entry["epoch"], self.config.epochs, entry)
         if self.context.is_main:
-            self._save(improved, optimizer, scheduler, stopped=False)
+            self._save(improved, optimizer, scheduler)
             self._emit(TrainEvent("epoch", entry["epoch"], self.config.epochs, metrics=dict(entry),
                                   message=line, run_dir=self.run_dir))
             logger.info("%s", line)
 
-    def _save(self, improved: bool, optimizer: torch.optim.Optimizer, scheduler: Any, stopped: bool) -> None:
+    def _save(self, improved: bool, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         """Write weights, history, optimizer state and config.json; each file is replaced atomically.
 
         trainer_state.json is written after the weights and history, so a process killed between the writes
@@ -505,9 +505,15 @@ class _TrainingRun:
             save_weights(self.run_dir / MODEL_FILE, self.plain_model)
         write_history(self.run_dir, self.progress.history)
         save_training_state(self.run_dir, optimizer, scheduler, self.progress.state())
-        write_run_config(self.run_dir, self._run_config(stopped))
+        write_run_config(self.run_dir, self._run_config())
 
-    def _run_config(self, stopped: bool) -> dict[str, Any]:
+    def _run_config(self, stopped: bool = False, early_stopped: bool = False,
+                    finished: bool = False) -> dict[str, Any]:
+        """Return config.json: the fixed run fields plus the training settings and the metrics so far.
+
+        `finished` is True once the run ended by itself (all epochs, or early stopping); a run that was stopped
+        or killed mid-way keeps False.
+        """
         progress = self.progress
         train_config = self.config.to_dict()
         train_config["resume"] = None
@@ -522,6 +528,8 @@ class _TrainingRun:
                 "epochs_completed": progress.epochs_completed,
                 "train_seconds": progress.train_seconds,
                 "stopped": stopped,
+                "early_stopped": early_stopped,
+                "finished": finished,
             },
             "world_size": self.context.world_size,
         }
@@ -534,8 +542,8 @@ class _TrainingRun:
 
     def _finish(self, stopped: bool, early_stopped: bool) -> FitResult:
         """Record how the run ended in config.json, send the end event and build the result."""
-        if self.context.is_main and stopped and self.progress.epochs_completed > 0:
-            write_run_config(self.run_dir, self._run_config(stopped=True))
+        if self.context.is_main and self.progress.epochs_completed > 0:
+            write_run_config(self.run_dir, self._run_config(stopped, early_stopped, finished=not stopped))
 
         best = self._best_entry()
         if stopped:

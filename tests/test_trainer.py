@@ -51,6 +51,8 @@ def test_fit_writes_loadable_run(data_dir: Path, tmp_path: Path) -> None:
     assert config["metrics"]["best_epoch"] == result.best["epoch"]
     assert config["metrics"]["best_top1"] == pytest.approx(result.best["val_top1"])
     assert config["metrics"]["stopped"] is False
+    assert config["metrics"]["finished"] is True
+    assert config["metrics"]["early_stopped"] is False
     assert config["parameters"] > 0
     assert config["flops_per_image"] > 0
     assert "torch" in config["versions"]
@@ -144,6 +146,7 @@ def test_stop_keeps_last_completed_epoch(data_dir: Path, tmp_path: Path, monkeyp
 
     config = checkpoint.read_run_config(result.run_dir)
     assert config["metrics"]["stopped"] is True
+    assert config["metrics"]["finished"] is False
     assert config["metrics"]["epochs_completed"] == 1
     assert len(_read_json(result.run_dir / "history.json")) == 1
     checkpoint.load_model(result.run_dir)
@@ -169,6 +172,11 @@ def test_early_stopping_patience(data_dir: Path, tmp_path: Path) -> None:
     assert result.stopped is False
     assert [entry["epoch"] for entry in result.history] == [1, 2, 3]
     assert result.best["epoch"] == 1
+
+    metrics = checkpoint.read_run_config(result.run_dir)["metrics"]
+    assert metrics["early_stopped"] is True
+    assert metrics["finished"] is True
+    assert metrics["epochs_completed"] == 3
 
 
 def test_patience_not_reached_is_not_early_stop(data_dir: Path, tmp_path: Path) -> None:
