@@ -35,11 +35,11 @@ from dogbreeds.data import BatchLoader, ImageSet  # noqa: E402
 from dogbreeds.folders import scan_image_folder  # noqa: E402
 from dogbreeds.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size  # noqa: E402
 
-PHOTO_SIZE = (500, 375)  # width, height: the most common Stanford Dogs size
+PHOTO_SIZE = (500, 375)  # width, height: a common size among the Stanford Dogs photos
 
 
 def make_photo(rng: np.random.Generator) -> Image.Image:
-    """Return a 500x375 RGB image with the statistics of a photo: gradients, soft shapes and sensor noise."""
+    """Return a 500x375 RGB image with photo-like content: gradients, soft-edged shapes and sensor noise."""
     width, height = PHOTO_SIZE
     rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
     channels = []

@@ -700,7 +700,12 @@ def _run_prepare(options: argparse.Namespace) -> int:
         split_lists=options.split_lists,
         max_images=options.max_images,
     )
-    data = prepare_data(settings)
+    try:
+        data = prepare_data(settings)
+    except (OSError, ValueError) as error:
+        # Folder, split-list and settings errors already name the value and the fix, so no traceback is needed.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(data.description)
     print(f"classes: {len(data.class_keys)}, training images: {len(data.train)}, validation images: {len(data.val)}")
     if data.cache is not None:

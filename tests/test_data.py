@@ -137,10 +137,10 @@ def test_cache_off_validates_without_files(image_root, tmp_path, caplog) -> None
 
 
 def test_cache_error_falls_back(image_root, tmp_path, monkeypatch, caplog) -> None:
-    def refuse(*args, **kwargs):
+    def raise_cache_error(*args, **kwargs):
         raise cache_module.CacheError("no space left in the test")
 
-    monkeypatch.setattr(data_module, "load_or_build_cache", refuse)
+    monkeypatch.setattr(data_module, "load_or_build_cache", raise_cache_error)
 
     with caplog.at_level(logging.WARNING):
         data = prepare_data(_settings(image_root, tmp_path))
@@ -153,8 +153,12 @@ def test_cache_error_falls_back(image_root, tmp_path, monkeypatch, caplog) -> No
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_eval_loader_matches_preprocess_eval(image_root, tmp_path, use_cache: bool) -> None:
     imagegen.write_png(image_root / "n02085620-Chihuahua" / "n02085620_wide.png", size=(40, 13), seed=5)
+    # Large enough for reduced-scale JPEG decoding (80x60 decodes at 40x30 for an 18 px square).
+    for index in range(4):
+        imagegen.write_jpeg(image_root / "n02085936-Maltese_dog" / f"n02085936_big{index}.jpg", size=(80, 60), seed=index)
     data = prepare_data(_settings(image_root, tmp_path, use_cache=use_cache, val_fraction=0.5))
     loader = BatchLoader(data.val, 4, train=False, image_size=IMAGE_SIZE, with_indices=True, workers=0)
+    assert any("_big" in path.name for path in data.val.paths)
 
     seen = []
     for images, labels, positions in loader:
@@ -475,3 +479,10 @@ def test_cli_prepare_prints_summary(image_root, tmp_path, capsys) -> None:
     assert status == 0
     assert "classes: 3" in output
     assert "cache:" in output
+
+
+def test_cli_prepare_reports_bad_folder(tmp_path, capsys) -> None:
+    status = data_module.main(["prepare", str(tmp_path / "missing"), "--no-cache"])
+
+    assert status == 2
+    assert "missing" in capsys.readouterr().err
