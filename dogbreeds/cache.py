@@ -159,7 +159,8 @@ def load_or_build_cache(
     cache, problem = _open_cache(data_path, manifest_path, fingerprint, len(paths), side)
     if cache is not None:
         logger.info(
-            "Reusing image cache %s (%d images at %d px, %d unreadable)", data_path, cache.count, side, len(cache.errors)
+            "Reusing image cache %s (%d images at %d px, %d unreadable)",
+            data_path, cache.count, side, len(cache.errors),
         )
         return cache
     if problem is not None:

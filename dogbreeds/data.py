@@ -58,7 +58,7 @@ class DataSettings:
     seed: int = 0
     use_cache: bool = True
     cache_dir: Path = Path(".cache/dogbreeds")
-    workers: int | None = None
+    workers: int | None = None  # decoding processes for the cache build or check; None: CPU cores, at most 4
     split_lists: Path | None = None  # folder with train_list.mat / test_list.mat (the official Stanford Dogs split)
     max_images: int | None = None  # stratified cap on the images used, train and validation together
     min_scale: float = 0.25
@@ -126,7 +126,8 @@ def prepare_data(settings: DataSettings, *, progress: ProgressCallback | None = 
     missing = sorted(set(range(len(train_index.class_keys))) - set(train_index.labels))
     if missing:
         logger.warning(
-            "%d classes have no training images: %s", len(missing), ", ".join(train_index.class_keys[i] for i in missing)
+            "%d classes have no training images: %s",
+            len(missing), ", ".join(train_index.class_keys[i] for i in missing),
         )
 
     logger.info(
@@ -267,7 +268,9 @@ def _decode_all(
     """Decode every file once, into the cache or as a check; return the cache (or None) and per-file errors."""
     if settings.use_cache:
         try:
-            cache = load_or_build_cache(paths, side, Path(settings.cache_dir), workers=settings.workers, progress=progress)
+            cache = load_or_build_cache(
+                paths, side, Path(settings.cache_dir), workers=settings.workers, progress=progress
+            )
         except CacheError as error:
             logger.warning("Continuing without the image cache: %s", error)
         else:
@@ -510,7 +513,9 @@ def _check_loader_arguments(
             f"found {batch_size}; batch normalization needs two or more samples per training batch"
         )
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size) and world_size at least 1, found rank {rank} of {world_size}")
+        raise ValueError(
+            f"rank must be in [0, world_size) and world_size at least 1, found rank {rank} of {world_size}"
+        )
     if seed < 0:
         raise ValueError(f"seed must be 0 or more, found {seed}")
 

@@ -45,7 +45,8 @@ def fit_square(image: Image.Image, side: int) -> np.ndarray:
     """
     if image.mode != "RGB":
         raise ValueError(
-            f"fit_square expected an RGB image, found mode {image.mode!r}. Decode it with dogbreeds.decode.load_rgb first."
+            f"fit_square expected an RGB image, found mode {image.mode!r}. "
+            "Decode it with dogbreeds.decode.load_rgb first."
         )
     if side < 1:
         raise ValueError(f"side must be a positive number of pixels, found {side}")
@@ -165,7 +166,7 @@ class BatchAugment:
     def sample_boxes(
         self, count: int, height: int, width: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Draw ``count`` crop boxes as int64 (left, top, right, bottom) pixel edges inside a ``height x width`` image."""
+        """Draw ``count`` int64 crop boxes (left, top, right, bottom) inside a ``height x width`` image."""
         area = float(height * width)
         log_low, log_high = math.log(CROP_RATIO_RANGE[0]), math.log(CROP_RATIO_RANGE[1])
 

@@ -80,9 +80,8 @@ def test_prepare_data_splits_and_caches(image_root, tmp_path) -> None:
     for images in (data.train, data.val):
         for path, label, row in zip(images.paths, images.labels, images.rows):
             assert data.class_keys[label] == path.parent.name
-            assert np.array_equal(
-                data.cache.read([row])[0].numpy(), data_module.fit_square(load_rgb(path, min_side=18), 18).transpose(2, 0, 1)
-            )
+            expected = data_module.fit_square(load_rgb(path, min_side=18), 18).transpose(2, 0, 1)
+            assert np.array_equal(data.cache.read([row])[0].numpy(), expected)
 
 
 def test_prepare_data_reuses_cache(image_root, tmp_path, monkeypatch) -> None:
@@ -155,7 +154,8 @@ def test_eval_loader_matches_preprocess_eval(image_root, tmp_path, use_cache: bo
     imagegen.write_png(image_root / "n02085620-Chihuahua" / "n02085620_wide.png", size=(40, 13), seed=5)
     # Large enough for reduced-scale JPEG decoding (80x60 decodes at 40x30 for an 18 px square).
     for index in range(4):
-        imagegen.write_jpeg(image_root / "n02085936-Maltese_dog" / f"n02085936_big{index}.jpg", size=(80, 60), seed=index)
+        path = image_root / "n02085936-Maltese_dog" / f"n02085936_big{index}.jpg"
+        imagegen.write_jpeg(path, size=(80, 60), seed=index)
     data = prepare_data(_settings(image_root, tmp_path, use_cache=use_cache, val_fraction=0.5))
     loader = BatchLoader(data.val, 4, train=False, image_size=IMAGE_SIZE, with_indices=True, workers=0)
     assert any("_big" in path.name for path in data.val.paths)
@@ -251,7 +251,9 @@ def test_train_sharding_disjoint_equal() -> None:
 
 
 def test_eval_sharding_covers_all_once() -> None:
-    loaders = [BatchLoader(_plain_set(10), 3, train=False, image_size=IMAGE_SIZE, rank=r, world_size=4) for r in range(4)]
+    loaders = [
+        BatchLoader(_plain_set(10), 3, train=False, image_size=IMAGE_SIZE, rank=rank, world_size=4) for rank in range(4)
+    ]
 
     shards = [np.concatenate(loader.epoch_batches()).tolist() if len(loader) else [] for loader in loaders]
 
@@ -260,7 +262,9 @@ def test_eval_sharding_covers_all_once() -> None:
 
 
 def test_eval_sharding_more_ranks_than_samples() -> None:
-    loaders = [BatchLoader(_plain_set(2), 3, train=False, image_size=IMAGE_SIZE, rank=r, world_size=3) for r in range(3)]
+    loaders = [
+        BatchLoader(_plain_set(2), 3, train=False, image_size=IMAGE_SIZE, rank=rank, world_size=3) for rank in range(3)
+    ]
 
     assert [len(loader) for loader in loaders] == [1, 1, 0]
     assert list(loaders[2]) == []
