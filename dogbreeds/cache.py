@@ -119,7 +119,8 @@ def cache_fingerprint(paths: Sequence[Path], side: int) -> str:
         except OSError:
             # A missing file gets a stable marker so it fails to decode in the build and is listed in the manifest.
             size, modified = -1, -1
-        digest.update(f"{os.fspath(path)}\0{size}\0{modified}\n".encode())
+        # os.fsencode keeps file names that are not valid UTF-8 (Linux allows any bytes) hashable.
+        digest.update(os.fsencode(path) + f"\0{size}\0{modified}\n".encode())
     return digest.hexdigest()
 
 
@@ -389,7 +390,7 @@ def _cache_family(paths: Sequence[Path], side: int) -> str:
         # Paths on different Windows drives have no common folder.
         root = "mixed"
     name = re.sub(r"[^A-Za-z0-9_.]+", "_", Path(root).name or "root")[:40]
-    root_hash = hashlib.sha256(root.encode()).hexdigest()[:8]
+    root_hash = hashlib.sha256(os.fsencode(root)).hexdigest()[:8]
     return f"{name}-{root_hash}-{side}px"
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -291,3 +292,17 @@ def test_negative_workers_rejected(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="workers"):
         validate_images(paths, SIDE, workers=-1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux file systems accept file names that are not UTF-8")
+def test_non_utf8_file_name_cached(tmp_path) -> None:
+    paths = _images(tmp_path / "images")
+    odd = Path(os.fsdecode(os.fsencode(tmp_path / "images" / "n1-A") + b"/caf\xe9.jpg"))
+    imagegen.write_jpeg(odd, size=(20, 15), seed=9)
+
+    cache = load_or_build_cache([*paths, odd], SIDE, tmp_path / "cache", workers=0)
+    reopened = load_or_build_cache([*paths, odd], SIDE, tmp_path / "cache", workers=0)
+
+    assert cache.errors == {}
+    assert reopened.data_path == cache.data_path
+    assert np.array_equal(cache.array[len(paths)], _expected_row(odd))
