@@ -6,12 +6,10 @@ The CLI (`python -m dogbreeds.train`), torchrun, the Gradio app and the tests al
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,26 +19,27 @@ from torch import nn
 
 from dogbreeds import distributed
 from dogbreeds.checkpoint import (
-    CONFIG_FILE,
-    HISTORY_FILE,
     LAST_FILE,
     MODEL_FILE,
-    OPTIMIZER_FILE,
-    TRAINER_STATE_FILE,
     build_run_config,
-    load_training_state,
-    read_history,
-    read_run_config,
     read_weights,
     save_training_state,
     save_weights,
     write_history,
     write_run_config,
 )
-from dogbreeds.config import RUN_DEFINING_FIELDS, TrainConfig
+from dogbreeds.config import TrainConfig
 from dogbreeds.distributed import DistContext
 from dogbreeds.metrics import ClassificationTotals, format_epoch_line
 from dogbreeds.models import create_model, flops_per_image, wants_channels_last
+from dogbreeds.optimization import build_optimizer, cosine_with_warmup
+from dogbreeds.resume import (
+    TrainingProgress,
+    check_same_classes,
+    load_resume_state,
+    merge_resume_config,
+    restore_progress,
+)
 from dogbreeds.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -48,17 +47,20 @@ logger = logging.getLogger(__name__)
 # A batch event goes out every this many batches, plus one for the last batch of each epoch.
 BATCH_EVENT_INTERVAL = 5
 
+# Below this many validation images, fit() warns that top-1 differences between epochs are mostly noise.
+SMALL_VALIDATION_IMAGES = 100
+
 
 
 @dataclass
 class TrainEvent:
     """One progress report from fit(). Epochs and batches count from 1."""
 
-    kind: str                      # "start" | "batch" | "epoch" | "end"
+    kind: str                      # "prepare" | "start" | "batch" | "epoch" | "end"
     epoch: int
     num_epochs: int
-    batch: int = 0
-    num_batches: int = 0
+    batch: int = 0                 # prepare events: images decoded so far
+    num_batches: int = 0           # prepare events: images to decode
     loss: float | None = None      # batch events: mean training loss of the epoch so far
     metrics: dict | None = None    # epoch events: the history entry; end events: the best epoch's entry
     message: str = ""              # epoch: the log line; start: the data split; end: finished/stopped/early stopped
@@ -76,27 +78,6 @@ class FitResult:
     early_stopped: bool
 
 
-@dataclass
-class _Progress:
-    """Counters that a resumed run restores from trainer_state.json."""
-
-    epochs_completed: int = 0
-    best_epoch: int = 0
-    best_top1: float = -1.0
-    epochs_since_best: int = 0
-    train_seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epochs_completed,
-            "best_epoch": self.best_epoch,
-            "best_top1": self.best_top1,
-            "epochs_since_best": self.epochs_since_best,
-            "train_seconds": self.train_seconds,
-        }
-
-
 class _StopRequested(Exception):
     """Raised inside an epoch when should_stop() returned True, to leave the batch loop at once."""
 
@@ -108,8 +89,8 @@ def fit(
 ) -> FitResult:
     """Train `config.arch` on `config.train_dir` and write the run folder after every completed epoch.
 
-    on_event receives a "start" event, a "batch" event every few batches, an "epoch" event per completed epoch
-    and one "end" event. should_stop is called after every batch. Once it returns True, the run ends within one
+    on_event receives "prepare" events while images are decoded into the cache (epoch 0), a "start" event, a
+    "batch" event every few batches, an "epoch" event per completed epoch and one "end" event. should_stop is called after every batch. Once it returns True, the run ends within one
     batch and keeps the files of the last completed epoch (FitResult.stopped is True).
 
     With config.resume set, training continues the run in that folder after its last completed epoch, using
@@ -132,14 +113,6 @@ def fit(
         distributed.shutdown(context)
 
 
-def merge_resume_config(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
-    """Return the config to resume with: what the run learns from `saved`, how and how long from `requested`."""
-    merged = dataclasses.replace(requested, extra=dict(saved.extra))
-    for name in RUN_DEFINING_FIELDS:
-        setattr(merged, name, getattr(saved, name))
-    return merged
-
-
 def default_run_name(arch: str, now: datetime | None = None) -> str:
     """Return "<arch>-YYYYmmdd-HHMMSS" for the current local time."""
     return f"{arch}-{(now or datetime.now()).strftime('%Y%m%d-%H%M%S')}"
@@ -155,42 +128,8 @@ def _unique_run_dir(out: Path, name: str) -> Path:
     return candidate
 
 
-def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """Return the LR multiplier per optimizer step: linear warm-up from 0, then cosine decay to 0.
-
-    Step s of the warm-up uses (s + 1) / warmup_steps so the very first step already moves the weights.
-    """
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        decay_steps = max(1, total_steps - warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / decay_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Create SGD (momentum) or AdamW; weight decay applies to weight matrices and kernels only.
-
-    Biases and normalization scales (1-D parameters) get no decay, because shrinking them only limits what
-    BatchNorm can express.
-    """
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-
-
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Return bf16 autocast on CUDA; float32 elsewhere (CPU autocast is slower for these small models)."""
+    """Return bf16 autocast on CUDA and a no-op elsewhere, so CPU and MPS training stay in float32."""
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -211,9 +150,10 @@ class _TrainingRun:
         self.context = context
         self.on_event = on_event if context.is_main else None
         self.should_stop = should_stop
-        self.progress = _Progress()
+        self.progress = TrainingProgress()
         self.saved_run: dict[str, Any] | None = None
         self.saved_history: list[dict] = []
+        self.run_info: dict[str, Any] = {}   # the config.json fields fixed for the whole run, set by _build_model
         self.config, self.run_dir = self._resolve_config(config)
 
     # --- set-up -------------------------------------------------------------------------------------------
@@ -235,7 +175,7 @@ class _TrainingRun:
             return config, run_dir
 
         run_dir = Path(requested.resume)
-        saved_config, self.saved_run, self.saved_history = _load_resume_state(run_dir)
+        saved_config, self.saved_run, self.saved_history = load_resume_state(run_dir)
         config = merge_resume_config(saved_config, requested)
         config.resume = run_dir
         config.out = run_dir.parent
@@ -265,14 +205,23 @@ class _TrainingRun:
         )
 
         if self.context.is_main:
-            data = prepare_data(settings)
+            # A stop during preparation only works for one process: the others would wait at the barrier.
+            progress = self._preparation_progress if not self.context.enabled else None
+            data = prepare_data(settings, progress=progress)
         distributed.barrier(self.context)
         if not self.context.is_main:
             data = prepare_data(settings)
 
         if self.saved_run is not None:
-            _check_same_classes(self.run_dir, self.saved_run["class_keys"], list(data.class_keys))
+            check_same_classes(self.run_dir, self.saved_run["class_keys"], list(data.class_keys))
         return data
+
+    def _preparation_progress(self, done: int, total: int) -> None:
+        """Forward the data layer's decode progress as "prepare" events and honour should_stop meanwhile."""
+        self._emit(TrainEvent("prepare", 0, self.config.epochs, batch=done, num_batches=total,
+                              message="decoding and caching images", run_dir=self.run_dir))
+        if self.should_stop is not None and self.should_stop():
+            raise _StopRequested
 
     def _build_loaders(self, data: Any) -> tuple[Any, Any]:
         from dogbreeds.data import BatchLoader
@@ -324,9 +273,23 @@ class _TrainingRun:
 
     def run(self) -> FitResult:
         """Prepare data and model, train the remaining epochs, and return the result."""
-        config = self.config
-        data = self._prepare_data()
+        try:
+            data = self._prepare_data()
+        except _StopRequested:
+            logger.info("Stopped while preparing the data; nothing was trained")
+            return self._finish(stopped=True, early_stopped=False)
+
         train_loader, val_loader = self._build_loaders(data)
+        model, optimizer, scheduler = self._build_training(data, len(train_loader))
+        self._announce(data, len(train_loader))
+
+        stopped, early_stopped = self._train_epochs(model, train_loader, val_loader, optimizer, scheduler)
+        distributed.barrier(self.context)
+        return self._finish(stopped, early_stopped)
+
+    def _build_training(self, data: Any, steps_per_epoch: int) -> tuple[nn.Module, torch.optim.Optimizer, Any]:
+        """Build the model (DDP-wrapped under torchrun), the optimizer and the per-step LR schedule."""
+        config = self.config
         model = self._build_model(list(data.class_keys), list(data.class_names))
         self.plain_model = model
         self.run_info["data"] = {"description": data.description, "train_images": len(data.train),
@@ -337,50 +300,64 @@ class _TrainingRun:
             model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
         optimizer = build_optimizer(self.plain_model, config)
-        steps_per_epoch = len(train_loader)
-        warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, cosine_with_warmup(warmup_steps, config.epochs * steps_per_epoch)
-        )
+        total_steps = config.epochs * steps_per_epoch
+        warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
+        # NOTE: resuming with more epochs than the run started with stretches the cosine from the current step
+        # on, so the learning rate jumps up once instead of following the original curve.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup_steps, total_steps))
+
         if self.saved_run is not None:
-            self.progress = _restore_progress(self.run_dir, optimizer, scheduler, self.saved_history)
+            self.progress = restore_progress(self.run_dir, optimizer, scheduler, self.saved_history)
+        return model, optimizer, scheduler
 
-        train_criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
+    def _announce(self, data: Any, steps_per_epoch: int) -> None:
+        """Log the run's plan, warn about a validation split too small to compare epochs, send the start event."""
+        config = self.config
         first_epoch = self.progress.epochs_completed + 1
+        processes = f"{self.context.world_size} process" + ("es" if self.context.world_size > 1 else "")
         logger.info(
             "Training %s on %s for epochs %d-%d: %d training and %d validation images, %d batches of %d per "
-            "epoch on %s (%d process%s), lr %.3g with %s; run folder %s",
+            "epoch on %s (%s), lr %.3g with %s; run folder %s",
             config.arch, config.train_dir, first_epoch, config.epochs, len(data.train), len(data.val),
-            steps_per_epoch, config.batch_size, self.device, self.context.world_size,
-            "es" if self.context.world_size > 1 else "", config.lr, config.optimizer, self.run_dir,
+            steps_per_epoch, config.batch_size, self.device, processes, config.lr, config.optimizer, self.run_dir,
         )
+        if 0 < len(data.val) < SMALL_VALIDATION_IMAGES:
+            logger.warning(
+                "Only %d validation images: top-1 moves in steps of %.1f percentage points, so small differences "
+                "between epochs or models are noise. Use more images or a larger validation fraction.",
+                len(data.val), 100 / len(data.val),
+            )
+        if first_epoch > config.epochs:
+            logger.info("Run %s already completed %d of %d epochs; raise epochs to train more", self.run_dir,
+                        self.progress.epochs_completed, config.epochs)
+
         self._emit(TrainEvent("start", first_epoch, config.epochs, num_batches=steps_per_epoch,
                               message=data.description, run_dir=self.run_dir))
 
-        stopped = False
-        early_stopped = False
-        for epoch in range(first_epoch, config.epochs + 1):
+    def _train_epochs(self, model: nn.Module, train_loader: Any, val_loader: Any,
+                      optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[bool, bool]:
+        """Run the remaining epochs; return (stopped by should_stop, stopped early by patience)."""
+        config = self.config
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+        for epoch in range(self.progress.epochs_completed + 1, config.epochs + 1):
             try:
-                entry = self._run_epoch(epoch, model, train_loader, val_loader, optimizer, scheduler,
-                                        train_criterion)
+                entry = self._run_epoch(epoch, model, train_loader, val_loader, optimizer, scheduler, criterion)
             except _StopRequested:
-                stopped = True
                 logger.info("Stopped during epoch %d; the run folder keeps epoch %d", epoch,
                             self.progress.epochs_completed)
-                break
+                return True, False
 
             self._record_epoch(entry, optimizer, scheduler)
-            if config.patience is not None and self.progress.epochs_since_best >= config.patience:
-                early_stopped = epoch < config.epochs
-                if early_stopped:
-                    logger.info("Early stopping: validation top-1 has not improved for %d epochs (best %.2f%% at "
-                                "epoch %d)", config.patience, 100 * self.progress.best_top1,
-                                self.progress.best_epoch)
-                break
 
-        distributed.barrier(self.context)
-        return self._finish(stopped, early_stopped)
+            if config.patience is not None and self.progress.epochs_since_best >= config.patience:
+                if epoch == config.epochs:
+                    return False, False
+                logger.info("Early stopping: validation top-1 has not improved for %d epochs (best %.2f%% at "
+                            "epoch %d)", config.patience, 100 * self.progress.best_top1, self.progress.best_epoch)
+                return False, True
+
+        return False, False
 
     def _run_epoch(self, epoch: int, model: nn.Module, train_loader: Any, val_loader: Any,
                    optimizer: torch.optim.Optimizer, scheduler: Any, criterion: nn.Module) -> dict[str, Any]:
@@ -542,7 +519,7 @@ class _TrainingRun:
 
     def _finish(self, stopped: bool, early_stopped: bool) -> FitResult:
         """Record how the run ended in config.json, send the end event and build the result."""
-        if self.context.is_main and self.progress.epochs_completed > 0:
+        if self.context.is_main and self.progress.epochs_completed > 0 and self.run_info:
             write_run_config(self.run_dir, self._run_config(stopped, early_stopped, finished=not stopped))
 
         best = self._best_entry()
@@ -561,58 +538,3 @@ class _TrainingRun:
         return FitResult(self.run_dir, list(self.progress.history), best, stopped, early_stopped)
 
 
-def _load_resume_state(run_dir: Path) -> tuple[TrainConfig, dict[str, Any], list[dict]]:
-    """Read config.json and history.json of a run folder to continue it, after checking its files exist."""
-    if not run_dir.is_dir():
-        raise FileNotFoundError(
-            f"Resume folder {run_dir} does not exist. Pass the folder of an earlier run (it contains "
-            f"config.json and last.safetensors), or leave out resume to start a new run."
-        )
-
-    missing = [name for name in (CONFIG_FILE, LAST_FILE, HISTORY_FILE, OPTIMIZER_FILE, TRAINER_STATE_FILE)
-               if not (run_dir / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"Run folder {run_dir} cannot be resumed because {', '.join(missing)} is missing. Only runs with "
-            f"at least one completed epoch, written by this package's trainer, can be continued."
-        )
-
-    saved_run = read_run_config(run_dir)
-    saved_config = TrainConfig.from_dict(saved_run["train_config"])
-    return saved_config, saved_run, read_history(run_dir)
-
-
-def _restore_progress(run_dir: Path, optimizer: torch.optim.Optimizer, scheduler: Any,
-                      history: list[dict]) -> _Progress:
-    """Load the optimizer and scheduler state and the counters saved after the last completed epoch."""
-    state = load_training_state(run_dir, optimizer, scheduler)
-    completed = int(state["epoch"])
-    return _Progress(
-        epochs_completed=completed,
-        best_epoch=int(state["best_epoch"]),
-        best_top1=float(state["best_top1"]),
-        epochs_since_best=int(state["epochs_since_best"]),
-        train_seconds=float(state["train_seconds"]),
-        history=[entry for entry in history if entry["epoch"] <= completed],
-    )
-
-
-def _check_same_classes(run_dir: Path, saved_keys: list[str], found_keys: list[str]) -> None:
-    """Raise ValueError when the data's class folders differ from those the run was trained on."""
-    if saved_keys == found_keys:
-        return
-
-    missing = sorted(set(saved_keys) - set(found_keys))
-    added = sorted(set(found_keys) - set(saved_keys))
-    raise ValueError(
-        f"The image folder's classes differ from those of run {run_dir}: {len(found_keys)} classes found, "
-        f"{len(saved_keys)} expected; missing {_preview(missing)}, new {_preview(added)}. Resume with the "
-        f"folder the run was trained on, or start a new run."
-    )
-
-
-def _preview(names: list[str], limit: int = 5) -> str:
-    if not names:
-        return "none"
-    shown = ", ".join(names[:limit])
-    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"

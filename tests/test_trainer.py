@@ -15,7 +15,8 @@ from _trainer_helpers import BatchRecorder, make_dataset, tiny_config
 from dogbreeds import checkpoint
 from dogbreeds.config import TrainConfig
 from dogbreeds.metrics import EPOCH_LINE_PATTERN, EPOCH_METRIC_KEYS
-from dogbreeds.trainer import TrainEvent, build_optimizer, cosine_with_warmup, fit
+from dogbreeds.optimization import build_optimizer, cosine_with_warmup
+from dogbreeds.trainer import TrainEvent, fit
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,14 @@ def test_event_stream_order(data_dir: Path, tmp_path: Path) -> None:
     events: list[TrainEvent] = []
     result = fit(tiny_config(data_dir, tmp_path, epochs=2), on_event=events.append)
 
+    # The cache folder is new, so the images are decoded first, with "prepare" events before "start".
+    prepare = [event for event in events if event.kind == "prepare"]
+    assert prepare
+    assert prepare[-1].batch == prepare[-1].num_batches == 18
     kinds = [event.kind for event in events]
+    assert kinds[:len(prepare)] == ["prepare"] * len(prepare)
+    kinds = kinds[len(prepare):]
+    events = events[len(prepare):]
     assert kinds[0] == "start"
     assert kinds[-1] == "end"
     assert kinds.count("epoch") == 2
@@ -155,13 +163,30 @@ def test_stop_keeps_last_completed_epoch(data_dir: Path, tmp_path: Path, monkeyp
 def test_stop_in_first_epoch_saves_nothing(data_dir: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = BatchRecorder().install(monkeypatch)
-    result = fit(tiny_config(data_dir, tmp_path), should_stop=lambda: True)
+    events: list[TrainEvent] = []
+    result = fit(tiny_config(data_dir, tmp_path), on_event=events.append,
+                 should_stop=lambda: any(event.kind == "start" for event in events))
 
     assert result.stopped is True
     assert result.history == []
     assert result.best == {}
     assert len(recorder.train_batches) == 1
     assert not result.run_dir.exists()
+
+
+def test_stop_while_preparing_data(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = BatchRecorder().install(monkeypatch)
+    events: list[TrainEvent] = []
+    result = fit(tiny_config(data_dir, tmp_path), on_event=events.append, should_stop=lambda: True)
+
+    assert result.stopped is True
+    assert result.history == []
+    assert [event.kind for event in events] == ["prepare", "end"]
+    assert recorder.train_batches == []
+    assert not result.run_dir.exists()
+
+    again = fit(tiny_config(data_dir, tmp_path, epochs=1))
+    assert len(again.history) == 1
 
 
 def test_early_stopping_patience(data_dir: Path, tmp_path: Path) -> None:
