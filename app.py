@@ -86,7 +86,8 @@ def build_app(settings: AppSettings | None = None, handlers: AppHandlers | None 
                             value=64, precision=0, minimum=2, maximum=1024, label=i18n("train_batch_size"),
                             elem_id="batch_size",
                         )
-                        learning_rate = gr.Number(value=None, minimum=0, label=i18n("train_learning_rate"),
+                        # The browser shows an empty number as 0, so 0 stands for "the architecture's default".
+                        learning_rate = gr.Number(value=0, minimum=0, label=i18n("train_learning_rate"),
                                                   elem_id="learning_rate")
                         pretrained = gr.Checkbox(value=False, interactive=False, label=i18n("train_pretrained"),
                                                  elem_id="pretrained")
@@ -98,22 +99,24 @@ def build_app(settings: AppSettings | None = None, handlers: AppHandlers | None 
                         progress = gr.HTML(elem_id="train_progress")
                         status = gr.Markdown(elem_id="train_status")
                         with gr.Row():
+                            # Axis and legend titles come from handlers.plot_titles in the browser's language:
+                            # gr.I18n keys there sometimes reach the chart untranslated (Gradio 6.31).
                             loss_plot = gr.LinePlot(
                                 x="epoch", y="value", color="series", label=i18n("train_loss_plot"),
-                                x_title="epoch", y_title="loss", elem_id="loss_plot", height=280,
+                                elem_id="loss_plot",
                             )
                             accuracy_plot = gr.LinePlot(
                                 x="epoch", y="value", color="series", label=i18n("train_accuracy_plot"),
-                                x_title="epoch", y_title="%", y_lim=[0, 100], elem_id="accuracy_plot", height=280,
+                                y_lim=[0, 100], elem_id="accuracy_plot",
                             )
                         log = gr.Textbox(label=i18n("train_log"), lines=6, max_lines=12, autoscroll=True,
                                          interactive=False, elem_id="train_log")
                         summary = gr.Markdown(elem_id="train_summary")
                         with gr.Row():
                             confusion = gr.Image(type="filepath", label=i18n("train_confusion"), interactive=False,
-                                                 elem_id="confusion_matrix")
+                                                 visible=False, elem_id="confusion_matrix")
                             confused_pairs = gr.Dataframe(label=i18n("train_confused_pairs"), interactive=False,
-                                                          elem_id="confused_pairs")
+                                                          visible=False, elem_id="confused_pairs")
                         run_folder = gr.Textbox(label=i18n("train_run_folder"), interactive=False,
                                                 elem_id="run_folder")
 
@@ -159,12 +162,12 @@ def build_app(settings: AppSettings | None = None, handlers: AppHandlers | None 
                 results_table = gr.Dataframe(label=i18n("results_table"), interactive=False, elem_id="results_table")
                 with gr.Row():
                     loss_curves = gr.LinePlot(
-                        x="epoch", y="value", color="series", label=i18n("results_loss_curves"), x_title="epoch",
-                        y_title="loss", elem_id="results_loss", height=300,
+                        x="epoch", y="value", color="series", label=i18n("results_loss_curves"),
+                        elem_id="results_loss",
                     )
                     top1_curves = gr.LinePlot(
-                        x="epoch", y="value", color="series", label=i18n("results_top1_curves"), x_title="epoch",
-                        y_title="%", elem_id="results_top1", height=300,
+                        x="epoch", y="value", color="series", label=i18n("results_top1_curves"),
+                        elem_id="results_top1",
                     )
 
         # --- events -------------------------------------------------------------------------------------------
@@ -204,6 +207,7 @@ def build_app(settings: AppSettings | None = None, handlers: AppHandlers | None 
         results_button.click(handlers.results, None, results_outputs, api_name="results")
 
         demo.load(handlers.check_data_folder, data_dir, [data_note, download_row], api_visibility="private")
+        demo.load(handlers.plot_titles, None, [loss_plot, accuracy_plot], api_visibility="private")
         demo.load(handlers.run_choices, run_pickers, run_pickers, api_visibility="private")
         demo.load(handlers.results, None, results_outputs, api_visibility="private")
 

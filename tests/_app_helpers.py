@@ -1,6 +1,6 @@
 """Shared pieces of the hub, UI handler, end-to-end and browser tests.
 
-- tiny class-per-folder data sets and tiny trained runs (custom_cnn and resfcn18 at 32 px, one epoch);
+- tiny class-per-folder data sets and tiny trained runs (custom_cnn and resfcn18 at 32 px, two epochs);
 - FakeHub, an HTTP server on 127.0.0.1 that imitates the Hub's `resolve` endpoint;
 - app settings pointing at a test's own folders.
 """
@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import shutil
+import socket
 import threading
 import urllib.parse
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import imagegen
 
@@ -33,12 +37,12 @@ def make_dataset(root: Path, images_per_class: int = 6, size: tuple[int, int] = 
 
 
 def tiny_train_config(data_dir: Path, out: Path, cache_dir: Path, arch: str, **changes) -> TrainConfig:
-    """Return a one-epoch CPU TrainConfig for `arch` at 32 px that writes under `out`."""
+    """Return a two-epoch CPU TrainConfig for `arch` at 32 px that writes under `out`."""
     config = TrainConfig(
         train_dir=data_dir,
         arch=arch,
         image_size=32,
-        epochs=1,
+        epochs=2,
         batch_size=4,
         device="cpu",
         workers=0,
@@ -173,3 +177,37 @@ class FakeHub:
 def run_files(run_dir: Path, names: tuple[str, ...] = ("config.json", "model.safetensors", "history.json")) -> dict:
     """Return {file name: bytes} of the named files of a run folder that exist."""
     return {name: (run_dir / name).read_bytes() for name in names if (run_dir / name).is_file()}
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve_app(folder: Path, runs: dict[str, Path], images_per_class: int = 12) -> Iterator[dict]:
+    """Serve the app on 127.0.0.1 with copies of `runs` and a FakeHub holding the resfcn18 run as alice/dogs-fcn.
+
+    Yields {"url", "handlers", "hub", "folder", "data"}; the server and the hub stop on exit.
+    """
+    import app as app_module
+    from dogbreeds.ui.handlers import AppHandlers
+
+    for arch in ("custom_cnn", "resfcn18"):
+        shutil.copytree(runs[arch], folder / "checkpoints" / runs[arch].name)
+    data = make_dataset(folder / "images", images_per_class=images_per_class)
+    settings = replace(app_settings(folder), default_data_dir=data)
+
+    hub = FakeHub().start()
+    hub.add("alice/dogs-fcn", run_files(runs["resfcn18"]))
+    handlers = AppHandlers(settings, hub_options={"endpoint": hub.endpoint, "cache_dir": folder / "hf-cache"})
+    demo = app_module.build_app(settings, handlers)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                            **app_module.launch_options(settings))
+    try:
+        yield {"url": url, "handlers": handlers, "hub": hub, "folder": folder, "data": data}
+    finally:
+        demo.close()
+        hub.stop()

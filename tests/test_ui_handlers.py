@@ -375,8 +375,14 @@ def test_train_runs_to_the_end(app, tmp_path):
     assert "finished after 2 epochs" in final["status"]
     run_dir = Path(final["run_folder"])
     assert (run_dir / "model.safetensors").is_file()
-    assert "| Architecture | custom_cnn |" in final["summary"]
+    assert "**Architecture:** custom_cnn" in final["summary"]
     assert "Training custom_cnn on cpu" in final["log"]
+    assert final["confusion"]["value"] == str(run_dir / "confusion_matrix.png")
+    assert final["confusion"]["visible"] is True
+    assert Path(final["confusion"]["value"]).is_file()
+    assert list(final["confused_pairs"]["value"].columns) == ["true breed", "predicted as", "count"]
+    assert frames[0]["confusion"]["visible"] is False
+    assert (run_dir / "evaluation.json").is_file()
     loss = final["loss_plot"]
     assert isinstance(loss, pd.DataFrame)
     assert set(loss["series"]) == {"train loss", "validation loss", "batch loss (smoothed)"}
@@ -776,8 +782,20 @@ def test_results_lists_runs(app_with_runs):
 
 
 def test_results_korean_headers(app_with_runs):
-    table = app_with_runs.results(KO)[1]
+    _, table, loss, top1 = app_with_runs.results(KO)
     assert "모델 구조" in table.columns
+    assert loss["x_title"] == "에포크"
+    assert loss["y_title"] == "손실"
+    assert top1["y_title"] == "정확도 (%)"
+    assert top1["color_title"] == "실행"
+
+
+def test_plot_titles_follow_language(app):
+    loss, accuracy = app.plot_titles(KO)
+    assert loss["y_title"] == "손실"
+    assert accuracy["y_title"] == "정확도 (%)"
+    assert accuracy["color_title"] == "곡선"
+    assert app.plot_titles(EN)[0]["x_title"] == "epoch"
 
 
 def test_threads_left_behind(app):

@@ -97,8 +97,8 @@ class TrainView:
 
     language: str
     status: str = ""
-    progress: float = 0.0
-    progress_text: str = ""
+    progress: float = 0.0                 # fraction of the run's batches done, in [0, 1]
+    started_at: float | None = None       # time.monotonic() when fit() started
     log: list[str] = field(default_factory=list)
     curves: LiveCurves = field(default_factory=LiveCurves)
     summary: str = ""
@@ -114,9 +114,12 @@ class TrainView:
         del self.log[:-LOG_LINES]
 
     def progress_html(self) -> str:
-        """Return the progress bar as HTML (a <progress> element and a caption)."""
-        caption = html.escape(self.progress_text)
+        """Return the progress bar as HTML: a <progress> element, the percentage and the time since the start."""
+        if self.started_at is None:
+            return ""
         value = min(max(self.progress, 0.0), 1.0)
+        elapsed = format_duration(time.monotonic() - self.started_at, self.language)
+        caption = html.escape(f"{100 * value:.0f} % · {elapsed}")
         return (
             f'<div class="dogbreeds-progress"><progress max="1" value="{value:.4f}"></progress>'
             f"<span>{caption}</span></div>"
@@ -139,8 +142,9 @@ class TrainView:
             accuracy_plot,
             "\n".join(self.log),
             self.summary,
-            self.confusion,
-            self.confused_pairs,
+            # Both stay hidden until an evaluation filled them, so no empty placeholders show during training.
+            gr.update(value=self.confusion, visible=self.confusion is not None),
+            gr.update(value=self.confused_pairs, visible=self.confused_pairs is not None),
             self.run_folder,
             gr.update(visible=self.show_download),
         )
@@ -388,7 +392,7 @@ class AppHandlers:
             if not job.started:
                 self.coordinator.release(job)
             elif not job.finished.is_set():
-                # The page was closed or the client cancelled, so no one sees this run any more: stop it.
+                # The page was closed or the client cancelled, so no one follows this run any more. Stop it.
                 logger.info("Train handler closed while session %s was training; stopping the run", job.session[:8])
                 job.request_stop()
 
@@ -412,6 +416,7 @@ class AppHandlers:
             return
 
         view.status = message("train_preparing", view.language)
+        view.started_at = time.monotonic()
         job.start(on_finish=self.coordinator.release)
         yield view.frame(plots=False)
 
@@ -462,7 +467,6 @@ class AppHandlers:
             view.status = message("train_progress", language, epoch=event.epoch, epochs=event.num_epochs,
                                   batch=event.batch, batches=event.num_batches, loss=loss)
             view.progress = (event.epoch - 1 + event.batch / max(event.num_batches, 1)) / max(event.num_epochs, 1)
-            view.progress_text = view.status
         elif event.kind == "epoch":
             metrics = event.metrics or {}
             view.curves.add_epoch(metrics)
@@ -471,12 +475,10 @@ class AppHandlers:
                                   top1=format_percent(metrics.get("val_top1")),
                                   top5=format_percent(metrics.get("val_top5")))
             view.progress = event.epoch / max(event.num_epochs, 1)
-            view.progress_text = view.status
         elif event.kind == "end":
             view.run_folder = str(event.run_dir or view.run_folder)
         elif event.kind == "app" and event.name == "evaluating":
             view.status = message("train_evaluating", language)
-            view.progress_text = view.status
 
     def _finish_view(self, job: TrainingJob, view: TrainView) -> None:
         """Fill status, summary, confusion matrix and run folder once the worker has finished."""
@@ -500,7 +502,6 @@ class AppHandlers:
         else:
             view.status = message("train_finished", language, epochs=completed)
             view.progress = 1.0
-        view.progress_text = view.status
         view.add_log(view.status)
 
         if run_folder_exists(result):
@@ -543,7 +544,6 @@ class AppHandlers:
             top5=format_percent(summary.best_top5),
             epochs=summary.epochs,
             seconds=format_duration(summary.train_seconds, language),
-            run_dir=run_dir,
         )
         if summary.pretrained:
             text += "\n\n" + message("pretrained_note", language)
@@ -560,6 +560,15 @@ class AppHandlers:
         ]
         rows = [_pair_row(pair) for pair in (evaluation.get("most_confused") or [])[:CONFUSED_PAIRS]]
         return pd.DataFrame([row for row in rows if row is not None], columns=columns)
+
+    def plot_titles(self, request: gr.Request = None) -> tuple[Any, Any]:
+        """Return updates that set the axis and legend titles of the two training plots in the user's language."""
+        language = language_of(request)
+        common = {"x_title": message("plot_epoch", language), "color_title": message("plot_series", language)}
+        return (
+            gr.update(y_title=message("plot_loss", language), **common),
+            gr.update(y_title=message("plot_accuracy", language), **common),
+        )
 
     def stop(self, request: gr.Request = None) -> str:
         """Ask this session's training to stop after the current batch (or to leave the queue)."""
@@ -748,11 +757,14 @@ class AppHandlers:
         color_map = {name: PALETTE[position % len(PALETTE)] for position, name in enumerate(names)}
         loss_frame = pd.DataFrame(loss_rows, columns=["epoch", "value", "series"])
         top1_frame = pd.DataFrame(top1_rows, columns=["epoch", "value", "series"])
+        titles = {"x_title": message("plot_epoch", language), "color_title": message("plot_run", language)}
         return (
             text,
             pd.DataFrame(rows, columns=columns),
-            gr.update(value=loss_frame, color_map=color_map or None),
-            gr.update(value=top1_frame, color_map=color_map or None),
+            gr.update(value=loss_frame, color_map=color_map or None, y_title=message("plot_loss", language),
+                      **titles),
+            gr.update(value=top1_frame, color_map=color_map or None, y_title=message("plot_accuracy", language),
+                      **titles),
         )
 
 
@@ -768,7 +780,9 @@ def evaluate_validation_split(config: Any, run_dir: Path) -> dict[str, Any]:
     """Evaluate the run's best weights on its validation images and write evaluation.json and confusion_matrix.png."""
     from dogbreeds.evaluate import evaluate
 
-    return evaluate(run_dir, config.train_dir, batch_size=config.batch_size, device=config.device)
+    # evaluate() takes only the validation split when given the folder the run was trained on.
+    return evaluate(run_dir, config.train_dir, batch_size=config.batch_size, device=config.device,
+                    workers=config.workers)
 
 
 def hub_error_text(error: Any, language: str) -> str:

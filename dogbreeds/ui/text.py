@@ -39,8 +39,8 @@ LABELS: dict[str, dict[str, str]] = {
     "train_image_size": {"en": "Image size (pixels per side)", "ko": "이미지 크기 (한 변의 픽셀 수)"},
     "train_batch_size": {"en": "Batch size", "ko": "배치 크기"},
     "train_learning_rate": {
-        "en": "Learning rate (empty: default for the architecture)",
-        "ko": "학습률 (비워 두면 모델 구조의 기본값)",
+        "en": "Learning rate (0: default for the architecture)",
+        "ko": "학습률 (0이면 모델 구조의 기본값)",
     },
     "train_pretrained": {
         "en": "Start from ImageNet weights (resnet18 only; downloads 45 MB once)",
@@ -218,12 +218,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "summary_heading": {"en": "Run summary", "ko": "실행 요약"},
     "summary_table": {
-        "en": "| | |\n| --- | --- |\n| Architecture | {arch} |\n| Parameters | {params} |\n"
-        "| Best validation top-1 | {top1} (epoch {best_epoch}) |\n| Top-5 at that epoch | {top5} |\n"
-        "| Epochs completed | {epochs} |\n| Training time | {seconds} |\n| Run folder | `{run_dir}` |",
-        "ko": "| | |\n| --- | --- |\n| 모델 구조 | {arch} |\n| 파라미터 수 | {params} |\n"
-        "| 최고 검증 top-1 | {top1} (에포크 {best_epoch}) |\n| 그 에포크의 top-5 | {top5} |\n"
-        "| 완료한 에포크 | {epochs} |\n| 학습 시간 | {seconds} |\n| 실행 폴더 | `{run_dir}` |",
+        "en": "- **Architecture:** {arch}, {params} parameters\n"
+        "- **Best validation top-1:** {top1} (epoch {best_epoch}), top-5 at that epoch {top5}\n"
+        "- **Epochs completed:** {epochs}\n"
+        "- **Training time:** {seconds}",
+        "ko": "- **모델 구조:** {arch}, 파라미터 {params}개\n"
+        "- **최고 검증 top-1:** {top1} (에포크 {best_epoch}), 그 에포크의 top-5 {top5}\n"
+        "- **완료한 에포크:** {epochs}\n"
+        "- **학습 시간:** {seconds}",
     },
     "pretrained_note": {
         "en": "Note: this run started from ImageNet weights. The Stanford Dogs photos come from ImageNet, so these "
@@ -239,7 +241,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "{minutes} min {seconds:02d} s",
         "ko": "{minutes}분 {seconds:02d}초",
     },
-    # Plot series
+    # Plot axes, legends and series
+    "plot_epoch": {"en": "epoch", "ko": "에포크"},
+    "plot_loss": {"en": "loss", "ko": "손실"},
+    "plot_accuracy": {"en": "accuracy (%)", "ko": "정확도 (%)"},
+    "plot_series": {"en": "curve", "ko": "곡선"},
+    "plot_run": {"en": "run", "ko": "실행"},
     "series_train_loss": {"en": "train loss", "ko": "학습 손실"},
     "series_val_loss": {"en": "validation loss", "ko": "검증 손실"},
     "series_batch_loss": {"en": "batch loss (smoothed)", "ko": "배치 손실 (평활)"},
