@@ -47,7 +47,7 @@ def find_matching_run(out: Path, config: TrainConfig) -> Path | None:
     """
     from dogbreeds.checkpoint import CheckpointError, list_runs, read_run_config
 
-    wanted = config.to_dict()
+    requested = config.to_dict()
     for summary in list_runs(out):
         try:
             saved = read_run_config(summary.run_dir)
@@ -58,23 +58,23 @@ def find_matching_run(out: Path, config: TrainConfig) -> Path | None:
         metrics = saved.get("metrics") or {}
         if not metrics.get("finished") or not summary.has_weights:
             continue
-        if _same_settings(train_config, wanted):
+        if _same_settings(train_config, requested):
             return summary.run_dir
     return None
 
 
-def _same_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> bool:
+def _same_settings(saved: dict[str, Any], requested: dict[str, Any]) -> bool:
     from dogbreeds.split import same_folder
 
-    if not saved.get("train_dir") or not same_folder(saved["train_dir"], wanted["train_dir"]):
+    if not saved.get("train_dir") or not same_folder(saved["train_dir"], requested["train_dir"]):
         return False
 
     for name in MATCHED_FIELDS:
-        saved_value, wanted_value = saved.get(name), wanted.get(name)
-        if name in ("test_dir", "split_lists") and saved_value and wanted_value:
-            if not same_folder(saved_value, wanted_value):
+        saved_value, requested_value = saved.get(name), requested.get(name)
+        if name in ("test_dir", "split_lists") and saved_value and requested_value:
+            if not same_folder(saved_value, requested_value):
                 return False
-        elif saved_value != wanted_value:
+        elif saved_value != requested_value:
             return False
     return True
 

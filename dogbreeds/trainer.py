@@ -51,7 +51,6 @@ BATCH_EVENT_INTERVAL = 5
 SMALL_VALIDATION_IMAGES = 100
 
 
-
 @dataclass
 class TrainEvent:
     """One progress report from fit(). Epochs and batches count from 1."""
@@ -90,13 +89,14 @@ def fit(
     """Train `config.arch` on `config.train_dir` and write the run folder after every completed epoch.
 
     on_event receives "prepare" events while images are decoded into the cache (epoch 0), a "start" event, a
-    "batch" event every few batches, an "epoch" event per completed epoch and one "end" event. should_stop is called after every batch. Once it returns True, the run ends within one
-    batch and keeps the files of the last completed epoch (FitResult.stopped is True).
+    "batch" event every few batches, an "epoch" event per completed epoch and one "end" event. should_stop is
+    called after every batch and while the cache is built. Once it returns True, the run ends within one batch
+    and keeps the files of the last completed epoch (FitResult.stopped is True).
 
-    With config.resume set, training continues the run in that folder after its last completed epoch, using
-    the run's own architecture, split and optimizer settings; epochs, patience, device and data locations come
-    from `config`. Under torchrun (WORLD_SIZE > 1) every process calls fit(); rank 0 alone writes files and
-    sends events.
+    With config.resume set, training continues the run in that folder after its last completed epoch. The
+    architecture, split and optimizer settings come from the run folder, while epochs, patience, device and
+    data locations come from `config`. Under torchrun (WORLD_SIZE > 1) every process calls fit(), and rank 0
+    alone writes files and sends events.
 
     Raises ValueError for invalid settings or a missing device, FileNotFoundError for a missing resume folder,
     and the data layer's errors for unusable image folders.
@@ -242,7 +242,7 @@ class _TrainingRun:
         if len(train_loader) == 0:
             raise ValueError(
                 f"The training split of {self.config.train_dir} has no batches ({len(data.train)} images). "
-                f"Add images or lower --val-fraction."
+                f"Add images or lower the validation fraction."
             )
         return train_loader, val_loader
 
@@ -362,40 +362,11 @@ class _TrainingRun:
     def _run_epoch(self, epoch: int, model: nn.Module, train_loader: Any, val_loader: Any,
                    optimizer: torch.optim.Optimizer, scheduler: Any, criterion: nn.Module) -> dict[str, Any]:
         """Train and validate one epoch and return its history entry; raise _StopRequested on a stop."""
-        # Reseeding per epoch makes dropout draws independent of where a resumed run restarted.
-        torch.manual_seed(self.config.seed * 100_003 + epoch * 101 + self.context.rank)
-        train_loader.set_epoch(epoch)
-        num_batches = len(train_loader)
-        totals = ClassificationTotals(self.device)
-        lr_used = optimizer.param_groups[0]["lr"]
-
-        model.train()
         started = time.perf_counter()
-        for batch_index, (images, labels) in enumerate(train_loader, start=1):
-            images, labels = self._to_device(images, labels)
-
-            with _autocast(self.device):
-                logits = model(images)
-                loss = criterion(logits.float(), labels)
-
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr_used = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            totals.update(logits.float(), labels, loss.detach() * labels.shape[0])
-
-            if batch_index % BATCH_EVENT_INTERVAL == 0 or batch_index == num_batches:
-                running = totals.summary()
-                self._emit(TrainEvent("batch", epoch, self.config.epochs, batch=batch_index,
-                                      num_batches=num_batches, loss=running["loss"], run_dir=self.run_dir))
-            self._check_stop()
-
-        distributed.all_reduce_sum(self.context, totals.values)
+        train, lr_used = self._train_batches(epoch, model, train_loader, optimizer, scheduler, criterion)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_seconds = time.perf_counter() - started
-        train = totals.summary()
 
         val = self._validate(model, val_loader)
         seconds = time.perf_counter() - started
@@ -413,6 +384,43 @@ class _TrainingRun:
             "train_images": train["count"],
             "val_images": val["count"],
         }
+
+    def _train_batches(self, epoch: int, model: nn.Module, train_loader: Any, optimizer: torch.optim.Optimizer,
+                       scheduler: Any, criterion: nn.Module) -> tuple[dict[str, float], float]:
+        """Run one epoch's optimizer steps; return the training totals (all processes) and the last step's LR."""
+        # Reseeding per epoch makes dropout draws independent of where a resumed run restarted.
+        torch.manual_seed(self.config.seed * 100_003 + epoch * 101 + self.context.rank)
+        train_loader.set_epoch(epoch)
+        num_batches = len(train_loader)
+        totals = ClassificationTotals(self.device)
+        lr_used = optimizer.param_groups[0]["lr"]
+        model.train()
+
+        for batch_index, (images, labels) in enumerate(train_loader, start=1):
+            images, labels = self._to_device(images, labels)
+
+            # forward in bf16 on CUDA; the loss is computed in float32
+            with _autocast(self.device):
+                logits = model(images)
+            loss = criterion(logits.float(), labels)
+
+            # backward, step, and the per-step schedule
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr_used = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+
+            # record, report, and stop within one batch when asked
+            totals.update(logits.float(), labels, loss.detach() * labels.shape[0])
+            if batch_index % BATCH_EVENT_INTERVAL == 0 or batch_index == num_batches:
+                self._emit(TrainEvent("batch", epoch, self.config.epochs, batch=batch_index,
+                                      num_batches=num_batches, loss=totals.summary()["loss"],
+                                      run_dir=self.run_dir))
+            self._check_stop()
+
+        distributed.all_reduce_sum(self.context, totals.values)
+        return totals.summary(), lr_used
 
     @torch.inference_mode()
     def _validate(self, model: nn.Module, val_loader: Any) -> dict[str, float]:
