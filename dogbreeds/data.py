@@ -616,11 +616,9 @@ def _prefetch(source: Iterator[Any], depth: int) -> Iterator[Any]:
                 continue
         return False
 
+    # NOTE: torch.set_num_threads(1) here would also change the thread count of threads that start using torch
+    # later (it stores a process-wide default), so the producer keeps torch's default intra-op threads.
     def produce() -> None:
-        if torch.backends.openmp.is_available():
-            # With OpenMP the thread count is per thread, so this keeps the caller's threads for the model. Small
-            # batch operations gain little from a second thread and slow down badly when the cores are busy.
-            torch.set_num_threads(1)
         try:
             for item in source:
                 if not put(item):
