@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import pickle
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -361,6 +362,20 @@ def test_prefetch_reraises_errors(image_root, tmp_path) -> None:
 
     with pytest.raises(FileNotFoundError):
         list(loader)
+
+
+def test_prefetch_keeps_thread_count(image_root, tmp_path) -> None:
+    data = prepare_data(_settings(image_root, tmp_path))
+    before = torch.get_num_threads()
+
+    list(BatchLoader(data.train, 4, train=True, image_size=IMAGE_SIZE, prefetch=True))
+    seen_by_new_thread = []
+    thread = threading.Thread(target=lambda: seen_by_new_thread.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+
+    assert torch.get_num_threads() == before
+    assert seen_by_new_thread == [before]
 
 
 def test_prefetch_off_gives_same_batches(image_root, tmp_path) -> None:
