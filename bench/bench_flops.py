@@ -1,0 +1,130 @@
+"""Compute efficiency of resnet18 training on the CPU against torch.mm, measured side by side in one run.
+
+The FLOPs of one training step (forward and backward of a batch of 64 at 128 px) are counted with
+torch.utils.flop_counter, which counts 2 FLOPs per multiply-accumulate of convolutions and matrix products and
+leaves out element-wise work. Dividing them by the measured time of the full training step as fit() takes it
+(forward, backward, optimizer and schedule step, channels_last) gives the model's GFLOP/s. The reference is
+torch.mm on large square float32 matrices with all torch threads, measured before and after the model steps.
+
+Target: resnet18 GFLOP/s / torch.mm GFLOP/s >= 0.85.
+
+    python bench/bench_flops.py            # full run, about 3 minutes on 2 cores
+    python bench/bench_flops.py --quick    # short check of the script, figures not meaningful
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as common  # noqa: E402
+
+TARGET_RATIO = 0.85
+
+
+def training_flops(step: common.TrainingStep) -> int:
+    """Count the FLOPs of one forward and backward pass of `step`'s model on one batch (optimizer excluded)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    images, labels = step.random_batch(seed=999)
+    with FlopCounterMode(display=False) as counter:
+        loss = step.criterion(step.model(images), labels)
+        loss.backward()
+    step.optimizer.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def step_seconds(step: common.TrainingStep, steps: int, warmup: int) -> list[float]:
+    """Time `steps` full training steps, each on a different random batch, after `warmup` untimed ones."""
+    batches = [step.random_batch(seed) for seed in range(min(steps, 8))]
+    for index in range(warmup):
+        step(*batches[index % len(batches)])
+
+    seconds = []
+    for index in range(steps):
+        images, labels = batches[index % len(batches)]
+        started = time.perf_counter()
+        step(images, labels)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def matmul_gflops(size: int, repeats: int) -> list[float]:
+    """Return the GFLOP/s of `repeats` float32 torch.mm calls on [size, size] matrices, after one warm-up."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator)
+    b = torch.randn(size, size, generator=generator)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b, out=out)
+        rates.append(2 * size**3 / (time.perf_counter() - started) / 1e9)
+    return rates
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="resnet18", help="architecture (default: resnet18)")
+    parser.add_argument("--image-size", type=int, default=128, help="input side in pixels (default: 128)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per training step (default: 64)")
+    parser.add_argument("--classes", type=int, default=120, help="classifier outputs (default: 120)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps (default: 20)")
+    parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square matrices (default: 2048)")
+    parser.add_argument("--matmul-repeats", type=int, default=10,
+                        help="timed torch.mm calls before and after the model steps, each (default: 10)")
+    parser.add_argument("--quick", action="store_true",
+                        help="short check of the script: 3 steps of 16 images, 1024 matrices; figures not meaningful")
+    options = parser.parse_args()
+    if options.quick:
+        options.steps, options.batch_size, options.matmul_size, options.matmul_repeats = 3, 16, 1024, 3
+    return options
+
+
+def main() -> int:
+    options = parse_arguments()
+
+    import torch
+
+    from dogbreeds.runtime import configure_allocator
+
+    configure_allocator()
+    common.print_machine()
+
+    step = common.TrainingStep(options.arch, options.image_size, options.classes, options.batch_size)
+    flops = training_flops(step)
+    matmul_before = matmul_gflops(options.matmul_size, options.matmul_repeats)
+    seconds = step_seconds(step, options.steps, warmup=3)
+    matmul_after = matmul_gflops(options.matmul_size, options.matmul_repeats)
+
+    step_time = common.median(seconds)
+    model_gflops = flops / step_time / 1e9
+    matmul = common.median(matmul_before + matmul_after)
+    ratio = model_gflops / matmul
+
+    print(f"{options.arch} at {options.image_size} px, batch {options.batch_size}: {flops / 1e9:.2f} GFLOP per training "
+          f"step (forward + backward, torch.utils.flop_counter), median step {1000 * step_time:.0f} ms over "
+          f"{options.steps} steps")
+    print(f"torch.mm {options.matmul_size}x{options.matmul_size} float32 on {torch.get_num_threads()} threads: median "
+          f"{common.median(matmul_before):.1f} GFLOP/s before the model steps, {common.median(matmul_after):.1f} after\n")
+    common.print_table(
+        ["measure", "GFLOP/s"],
+        [[f"{options.arch} training step", round(model_gflops, 1)], ["torch.mm", round(matmul, 1)]],
+    )
+    print(f"\nratio {options.arch} / torch.mm: {ratio:.3f} (target >= {TARGET_RATIO}): {common.verdict(ratio >= TARGET_RATIO)}")
+    print(f"load average (1 min) at end: {common.load_average():.2f}")
+    if options.quick:
+        print("--quick: smaller batch and matrices; run without --quick to measure.")
+    return 0 if ratio >= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
