@@ -1,6 +1,7 @@
 """Process-wide runtime settings: logging, device selection and the glibc allocator tuning.
 
-The entry points (`python -m dogbreeds.train`, torchrun, the Gradio app) call these once at start-up.
+The entry points (`python -m dogbreeds.train`, torchrun, the Gradio app) call these once at start-up. Importing
+this module does not import torch, so configure_allocator() can run before torch allocates anything.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ import ctypes
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -58,6 +63,8 @@ def available_devices() -> list[str]:
     The list is ``["cuda", "cuda:0", "cuda:1", ...]`` when CUDA is present, then ``"mps"`` on Apple silicon,
     and always ends with ``"cpu"``. ``"auto"`` is accepted too and picks the first entry.
     """
+    import torch
+
     devices: list[str] = []
 
     if torch.cuda.is_available():
@@ -77,6 +84,8 @@ def resolve_device(name: str) -> torch.device:
     ``"auto"`` picks CUDA, then MPS, then the CPU. A requested device that is missing raises ValueError naming
     the devices that exist, instead of failing later inside the first forward pass.
     """
+    import torch
+
     requested = name.strip().lower()
 
     if requested == "auto":

@@ -127,12 +127,12 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, argpar
     """
     parser = build_parser()
     namespace = parser.parse_args(argv)
-    given = {key: value for key, value in vars(namespace).items() if key != "verbose"}
+    explicit_options = {key: value for key, value in vars(namespace).items() if key != "verbose"}
 
-    if "resume" in given:
-        config = _resume_config(parser, given)
+    if "resume" in explicit_options:
+        config = _resume_config(parser, explicit_options)
     else:
-        config = TrainConfig(**given)
+        config = TrainConfig(**explicit_options)
 
     try:
         config.validate()
@@ -141,12 +141,12 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[TrainConfig, argpar
     return config, namespace
 
 
-def _resume_config(parser: argparse.ArgumentParser, given: dict[str, Any]) -> TrainConfig:
+def _resume_config(parser: argparse.ArgumentParser, explicit_options: dict[str, Any]) -> TrainConfig:
     """Start from the saved run's settings and apply the options given on this command line."""
     from dogbreeds.checkpoint import CheckpointError, read_run_config
     from dogbreeds.config import RUN_DEFINING_FIELDS
 
-    run_dir: Path = given["resume"]
+    run_dir: Path = explicit_options["resume"]
     if not run_dir.is_dir():
         parser.error(f"--resume folder {run_dir} does not exist. Pass the folder of an earlier run, or leave out "
                      f"--resume to start a new run.")
@@ -155,13 +155,16 @@ def _resume_config(parser: argparse.ArgumentParser, given: dict[str, Any]) -> Tr
     except (CheckpointError, KeyError, TypeError) as error:
         parser.error(f"--resume folder {run_dir} has no readable training settings ({error}).")
 
-    ignored = sorted(name for name in given if name in RUN_DEFINING_FIELDS and given[name] != getattr(saved, name))
+    ignored = sorted(
+        name for name, value in explicit_options.items()
+        if name in RUN_DEFINING_FIELDS and value != getattr(saved, name)
+    )
     if ignored:
         logger.warning("Resuming keeps the run's own %s; the values given on the command line are ignored",
                        ", ".join(ignored))
 
     values = saved.to_dict()
-    values.update({name: value for name, value in given.items() if name not in RUN_DEFINING_FIELDS})
+    values.update({name: value for name, value in explicit_options.items() if name not in RUN_DEFINING_FIELDS})
     return TrainConfig.from_dict(values)
 
 

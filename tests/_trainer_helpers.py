@@ -6,10 +6,12 @@ The data sets are tiny generated colour classes (imagegen), learnable by a small
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 from pathlib import Path
 
 import imagegen
+import pytest
 import torch
 from torch import nn
 
@@ -70,3 +72,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def restore_package_logging():
+    """Undo the setup_logging() of a CLI main(), so caplog in later tests still captures dogbreeds records.
+
+    setup_logging() stops the package logger from propagating to the root logger, where caplog listens. Import
+    this fixture into a test module to apply it to every test there.
+    """
+    package_logger = logging.getLogger("dogbreeds")
+    handlers = list(package_logger.handlers)
+    yield
+    for handler in list(package_logger.handlers):
+        if handler not in handlers:
+            package_logger.removeHandler(handler)
+    package_logger.propagate = True
+    package_logger.setLevel(logging.NOTSET)

@@ -6,31 +6,18 @@ import csv
 import dataclasses
 import io
 import json
-import logging
 import shutil
 from pathlib import Path
 
 import pytest
 
+from _trainer_helpers import restore_package_logging  # noqa: F401 (autouse fixture)
 from _trainer_helpers import make_dataset
 from dogbreeds.compare import find_matching_run, format_csv, format_markdown, main
 from dogbreeds.config import TrainConfig
 from dogbreeds.models import MODEL_NAMES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def restore_package_logging():
-    """Undo main()'s setup_logging, so later tests' caplog still sees dogbreeds records."""
-    package_logger = logging.getLogger("dogbreeds")
-    handlers = list(package_logger.handlers)
-    yield
-    for handler in list(package_logger.handlers):
-        if handler not in handlers:
-            package_logger.removeHandler(handler)
-    package_logger.propagate = True
-    package_logger.setLevel(logging.NOTSET)
 
 
 def _args(data_dir: Path, work: Path) -> list[str]:

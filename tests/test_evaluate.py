@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _trainer_helpers import restore_package_logging  # noqa: F401 (autouse fixture)
 from _trainer_helpers import CLASS_NAMES, make_dataset, tiny_config
 from dogbreeds.evaluate import evaluate, main, render_confusion_matrix, summarize_predictions
 from dogbreeds.trainer import fit
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def restore_package_logging():
-    """Undo main()'s setup_logging, so later tests' caplog still sees dogbreeds records."""
-    package_logger = logging.getLogger("dogbreeds")
-    handlers = list(package_logger.handlers)
-    yield
-    for handler in list(package_logger.handlers):
-        if handler not in handlers:
-            package_logger.removeHandler(handler)
-    package_logger.propagate = True
-    package_logger.setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="module")

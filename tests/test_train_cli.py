@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _trainer_helpers import restore_package_logging  # noqa: F401 (autouse fixture)
 from _trainer_helpers import make_dataset
 from dogbreeds import checkpoint
 from dogbreeds.config import TrainConfig
@@ -38,19 +38,6 @@ TWO_SPELLINGS = [
     ("--label_smoothing", "--label-smoothing", "0.1"),
     ("--run_name", "--run-name", "first"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def restore_package_logging():
-    """Undo main()'s setup_logging, so later tests' caplog still sees dogbreeds records."""
-    package_logger = logging.getLogger("dogbreeds")
-    handlers = list(package_logger.handlers)
-    yield
-    for handler in list(package_logger.handlers):
-        if handler not in handlers:
-            package_logger.removeHandler(handler)
-    package_logger.propagate = True
-    package_logger.setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="module")
