@@ -22,8 +22,8 @@ EPOCH_LINE_PATTERN = re.compile(
 class ClassificationTotals:
     """Sums of loss, top-1 and top-5 hits and sample count, kept as one tensor on the compute device.
 
-    Keeping the sums on the device avoids a host synchronisation per batch; `values` is the tensor that
-    distributed training all-reduces, in the order loss_sum, top1, top5, count.
+    Keeping the sums on the device avoids a host synchronisation per batch. Distributed training all-reduces
+    `values`, which holds loss_sum, top1, top5 and count in that order.
     """
 
     def __init__(self, device: torch.device) -> None:
