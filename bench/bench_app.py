@@ -4,8 +4,9 @@ Compare: two run folders (custom_cnn and resfcn18, 64 px, 120 classes, freshly i
 in the run-folder format to a temporary checkpoints folder. One real photo (default: Gradio's bundled
 cheetah.jpg, 502x343) then goes through AppHandlers.compare, the app's handler, which reads and decodes the upload
 and predicts with both runs. When dogbreeds.ui cannot be imported, Predictor.predict on both runs is timed
-instead, and the output names that path. The first call (which loads both models) is reported apart; the target applies
-to the median of the following calls.
+instead, and the output names that path. The first call (which loads both models) is reported apart, and the
+target applies to the median of the following calls. The same calls with torch limited to 1 thread follow as
+a reference without a target.
 
 Start-up: `python app.py` in a child process with GRADIO_SERVER_NAME=127.0.0.1 and a free GRADIO_SERVER_PORT,
 timed from process start to the first HTTP 200 on / from 127.0.0.1. The child is then terminated by its PID.
@@ -19,7 +20,6 @@ Targets: Compare median <= 60 ms; start-up <= 15 s (median over starts).
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
@@ -96,6 +96,11 @@ def compare_function(checkpoints: Path, runs: dict[str, Path], photo: Path) -> t
     return compare, "AppHandlers.compare (the app's Compare handler)"
 
 
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Return the value at `fraction` (0-1) of an ascending list, by the nearest lower rank."""
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -161,6 +166,7 @@ def parse_arguments() -> argparse.Namespace:
 def main() -> int:
     options = parse_arguments()
 
+    import torch
     from PIL import Image
 
     from dogbreeds.runtime import configure_allocator
@@ -177,10 +183,16 @@ def main() -> int:
         runs = write_runs(checkpoints, options.classes)
         compare, path_name = compare_function(checkpoints, runs, photo)
         print(f"Compare path: {path_name}; runs {', '.join(f'{arch} {IMAGE_SIZE} px' for arch in RUN_ARCHS)}, "
-              f"{options.classes} classes")
+              f"{options.classes} classes, {torch.get_num_threads()} torch threads")
 
         first_ms = 1000 * common.call_with_timing(compare)
         compare_ms = sorted(1000 * common.call_with_timing(compare) for _ in range(options.repeats))
+
+        # Reference only: the same calls with one intra-op thread, which the app does not set.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        one_thread_ms = sorted(1000 * common.call_with_timing(compare) for _ in range(options.repeats))
+        torch.set_num_threads(threads)
 
         starts = []
         for index in range(options.starts):
@@ -190,7 +202,7 @@ def main() -> int:
 
     compare_median = common.median(compare_ms)
     start_median = common.median(starts)
-    p90 = compare_ms[min(len(compare_ms) - 1, int(0.9 * len(compare_ms)))]
+    p90 = percentile(compare_ms, 0.9)
     print()
     common.print_table(
         ["measure", "median", "other", "target", "result"],
@@ -198,11 +210,13 @@ def main() -> int:
             [f"Compare, {options.repeats} calls (ms)", round(compare_median, 1),
              f"first call {first_ms:.0f} ms, p90 {p90:.1f} ms", f"<= {COMPARE_TARGET_MS:g}",
              common.verdict(compare_median <= COMPARE_TARGET_MS)],
+            ["Compare with 1 torch thread, for reference (ms)", round(common.median(one_thread_ms), 1),
+             f"p90 {percentile(one_thread_ms, 0.9):.1f} ms", "none", "-"],
             [f"python app.py to first page, {options.starts} starts (s)", round(start_median, 2),
              f"max {max(starts):.2f} s", f"<= {STARTUP_TARGET_S:g}", common.verdict(start_median <= STARTUP_TARGET_S)],
         ],
     )
-    print(f"\ncores used by torch: {os.cpu_count()} logical; load average (1 min) at end: {common.load_average():.2f}")
+    print(f"\nload average (1 min) at end: {common.load_average():.2f}")
     if options.quick and options.repeats < 30:
         print("--quick: fewer than 30 Compare calls; run without --quick to measure.")
     passed = compare_median <= COMPARE_TARGET_MS and start_median <= STARTUP_TARGET_S
