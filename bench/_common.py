@@ -330,7 +330,7 @@ class ChildResult:
 
 
 def run_child(command: Sequence[str], env: dict[str, str] | None = None, cwd: Path = REPO_ROOT,
-              sample_memory: bool = False, interval_s: float = 0.2, timeout_s: float | None = None) -> ChildResult:
+              sample_memory: bool = False, interval_s: float = 0.2) -> ChildResult:
     """Run `command` to completion and return its exit code, wall time, CPU times and (optionally) peak memory.
 
     CPU times and ru_maxrss come from wait4(), so they cover the child and every descendant it waited for. With
@@ -343,15 +343,9 @@ def run_child(command: Sequence[str], env: dict[str, str] | None = None, cwd: Pa
         if sampler is not None:
             sampler.start()
 
-        timer = None
-        if timeout_s is not None:
-            timer = threading.Timer(timeout_s, process.kill)
-            timer.start()
         try:
             _, status, usage = os.wait4(process.pid, 0)
         finally:
-            if timer is not None:
-                timer.cancel()
             if sampler is not None:
                 sampler.stop()
         wall = time.perf_counter() - started

@@ -9,7 +9,7 @@ For each architecture at its default image size, measured side by side in one pr
 - tensors: the same model, optimizer, schedule and memory format stepping on one in-memory batch of 64, timed in
   blocks of as many steps as fit's epoch has batches.
 - torchvision: ImageFolder + DataLoader (shuffle, persistent workers) with RandomResizedCrop + RandomHorizontalFlip
-  + ToTensor + Normalize feeding the same training step; epoch 1 is a warm-up.
+  + ToTensor + Normalize, feeding the same training step. Epoch 1 is a warm-up.
 
 Targets: fit / tensors >= 0.95 for every architecture; fit / torchvision >= 1.25 for custom_cnn and resfcn18.
 The allocator settings of the training command line are applied at start-up (DOGBREEDS_MALLOC_TUNING=0 skips
