@@ -184,6 +184,8 @@ def build_app(settings: AppSettings | None = None, handlers: AppHandlers | None 
         download_button.click(handlers.download_data, data_dir, [download_status, data_dir, download_row],
                               api_visibility="private", concurrency_limit=1, concurrency_id="download")
 
+        # Public endpoints are registered first: a later listener of the same function would take its api_name.
+        results_button.click(handlers.results, None, results_outputs, api_name="results")
         train_event = start_button.click(
             handlers.train, train_inputs, train_outputs, api_name="train", concurrency_limit=TRAIN_CONCURRENCY,
             concurrency_id="train", trigger_mode="once", show_progress="hidden",
@@ -204,7 +206,6 @@ def build_app(settings: AppSettings | None = None, handlers: AppHandlers | None 
         load_button.click(handlers.load_hub, [repo_id, revision, subfolder], [hub_message, cnn_run, fcn_run],
                           api_name="load_hub", concurrency_limit=1, concurrency_id="hub")
 
-        results_button.click(handlers.results, None, results_outputs, api_name="results")
 
         demo.load(handlers.check_data_folder, data_dir, [data_note, download_row], api_visibility="private")
         demo.load(handlers.plot_titles, None, [loss_plot, accuracy_plot], api_visibility="private")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from _app_helpers import serve_app, trained_runs
+from _app_helpers import FakeHub, free_port, run_files, serve_app, trained_runs
 from PIL import Image
 
 from dogbreeds.ui.handlers import TRAIN_OUTPUTS
@@ -14,7 +18,7 @@ from dogbreeds.ui.text import message
 
 pytestmark = pytest.mark.slow
 
-STABLE_ENDPOINTS = ("/train", "/stop", "/compare", "/load_hub")
+STABLE_ENDPOINTS = ("/train", "/stop", "/compare", "/load_hub", "/results")
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +165,73 @@ def test_load_hub_through_api(client, served, tmp_path):
     assert hub_run.hub is not None
     _, _, fcn, fcn_info, _ = client.predict(handle_file(str(photo)), None, hub_run.value, api_name="/compare")
     assert len(fcn["confidences"]) == 3
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_import_loads_and_launches_nothing(tmp_path):
+    code = (
+        "import os, sys, threading\n"
+        "import app\n"
+        "print(threading.active_count())\n"
+        "print('torch' in sys.modules)\n"
+        "print(os.environ['GRADIO_ANALYTICS_ENABLED'], os.environ['HF_HUB_DISABLE_TELEMETRY'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "GRADIO_ANALYTICS_ENABLED": "True"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120, check=True)
+
+    threads, torch_loaded, flags = result.stdout.split("\n")[:3]
+    assert threads == "1"
+    assert torch_loaded == "False"
+    assert flags == "False 1"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_python_app_serves_and_preloads_hub(tmp_path):
+    from gradio_client import Client
+
+    runs = trained_runs(tmp_path / "runs")
+    hub = FakeHub().start()
+    hub.add("alice/dogs-fcn", run_files(runs["resfcn18"]))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "HF_ENDPOINT": hub.endpoint,
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "DOGBREEDS_HUB_REPO": "alice/dogs-fcn",
+    }
+    log = (tmp_path / "app.log").open("w")
+    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py")], cwd=tmp_path, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "app.log").read_text()
+                assert time.monotonic() < deadline, "app.py did not serve within 180 s"
+                time.sleep(0.5)
+
+        client = Client(url, verbose=False)
+        text, table, _, _ = client.predict(api_name="/results")
+        assert text == "1 runs found."
+        assert [row[0] for row in table["data"]] == ["hub:alice/dogs-fcn"]
+        assert ("HEAD", "/alice/dogs-fcn/resolve/main/config.json") in hub.requests
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+        hub.stop()
+    # The data folder (./images/images) is missing, and nothing was written besides the Hub cache and the log
+    # ("runs" exists only when this test trained the runs itself).
+    written = {path.name for path in tmp_path.iterdir()} - {"runs"}
+    assert written == {"app.log", "hf-home"}

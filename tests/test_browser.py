@@ -198,3 +198,20 @@ def test_korean_page(open_browser, artifacts, tmp_path):
     assert "에포크" in axis_text
     assert "__i18n__" not in axis_text
     assert browser.foreign_requests() == []
+
+
+def test_missing_folder_offers_download(open_browser, artifacts, tmp_path):
+    browser = open_browser("en-US")
+    page = browser.page
+    missing = tmp_path / "no-dogs-here"
+    field = page.locator("#data_dir textarea, #data_dir input").first
+    field.fill(str(missing))
+    field.press("Enter")
+
+    page.wait_for_selector("#download_button", state="visible")
+    page.wait_for_function("document.querySelector('#data_note')?.innerText.includes('not found')")
+    page.screenshot(path=str(artifacts / "train-missing-folder-en.png"), full_page=True)
+
+    assert str(missing) in page.locator("#data_note").inner_text()
+    assert "Download Stanford Dogs here" in page.locator("#download_button").inner_text()
+    assert browser.foreign_requests() == []

@@ -2,7 +2,7 @@
 
 `AppHandlers` contains what the handlers share (settings, the training coordinator, the run registry, the Predictor
 cache) so tests can build one with their own folders and call every handler directly. Handlers take an optional
-gr.Request to answer in the browser's language (its Accept-Language header) and to tell sessions apart.
+gr.Request to reply in the browser's language (its Accept-Language header) and to distinguish sessions.
 """
 
 from __future__ import annotations
