@@ -82,10 +82,20 @@ def test_train_runs_through_api(client, served):
     assert "**Architecture:** custom_cnn" in final["summary"]
 
 
-def test_train_then_stop(client, served):
-    _, handlers, _, folder = served
+def test_train_then_stop(client, served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, handlers, _, folder = served
     job = _submit_train(client, folder / "images", epochs=40)
     _wait_for(job, lambda outputs: outputs["log"].count("\n") >= 1)
+
+    # Predictions keep working while the training runs.
+    photo = tmp_path / "dog.jpg"
+    Image.new("RGB", (64, 48), (220, 40, 40)).save(photo)
+    cnn = Client(url, verbose=False).predict(handle_file(str(photo)), None, None, api_name="/compare")[0]
+    assert len(cnn["confidences"]) == 3
+    assert not job.done()
+    assert handlers.coordinator.running is not None
 
     stop_answer = client.predict(api_name="/stop")
     assert stop_answer == message("stop_requested", "en")

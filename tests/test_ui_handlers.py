@@ -273,6 +273,27 @@ def test_download_points_field_at_result(app, tmp_path, monkeypatch):
     assert row["visible"] is False
 
 
+def test_download_into_images_folder_uses_parent(tmp_path, monkeypatch):
+    import dogbreeds.download
+
+    root = tmp_path / "root"
+    root.mkdir()
+    app = AppHandlers(replace(app_settings(tmp_path), on_space=True, data_root=root.resolve()))
+    calls = []
+
+    def fake_download(dest, *, progress=None, **kwargs):
+        calls.append(dest)
+        make_dataset(Path(dest) / "Images", images_per_class=1)
+        return Path(dest) / "Images"
+
+    monkeypatch.setattr(dogbreeds.download, "download_stanford_dogs", fake_download)
+    final_text, field, _ = list(app.download_data("Images", EN))[-1]
+
+    assert calls == [root.resolve()]
+    assert field["value"] == str(root.resolve() / "Images")
+    assert "ready" in final_text
+
+
 def test_download_failure_is_reported(app, tmp_path, monkeypatch):
     import dogbreeds.download
 

@@ -203,6 +203,10 @@ class AppHandlers:
         except DataFolderRejected as rejected:
             yield self._outside_root_text(rejected, language), gr.skip(), gr.skip()
             return
+        # The archive unpacks into DEST/Images, so a requested ".../Images" (or the Kaggle ".../images") folder is
+        # filled by downloading into its parent instead of growing a nested ".../Images/Images".
+        if destination.name.lower() == "images" and not destination.exists():
+            destination = destination.parent
         if not self._download_lock.acquire(blocking=False):
             yield message("download_busy", language), gr.skip(), gr.skip()
             return
