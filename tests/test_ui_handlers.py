@@ -404,11 +404,10 @@ def test_train_runs_to_the_end(app, tmp_path):
     assert list(final["confused_pairs"]["value"].columns) == ["true breed", "predicted as", "count"]
     assert frames[0]["confusion"]["visible"] is False
     assert (run_dir / "evaluation.json").is_file()
-    loss = final["loss_plot"]
-    assert isinstance(loss, pd.DataFrame)
+    loss = [frame["loss_plot"] for frame in frames if isinstance(frame["loss_plot"], pd.DataFrame)][-1]
+    accuracy = [frame["accuracy_plot"] for frame in frames if isinstance(frame["accuracy_plot"], pd.DataFrame)][-1]
     assert set(loss["series"]) == {"train loss", "validation loss", "batch loss (smoothed)"}
     assert loss[loss["series"] == "validation loss"]["value"].notna().sum() == 2
-    accuracy = final["accuracy_plot"]
     assert accuracy["value"].dropna().between(0, 100).all()
     # Every plotted frame names all series, so the browser's legend is complete from the first frame on.
     plotted = [frame["loss_plot"] for frame in frames if isinstance(frame["loss_plot"], pd.DataFrame)]
@@ -483,6 +482,44 @@ def test_failed_training_is_reported(app, tmp_path, monkeypatch):
     assert final["status"].startswith("학습에 실패했습니다")
     assert "out of memory" in final["status"]
     assert app.coordinator.running is None
+
+
+def test_train_updates_are_throttled(app, tmp_path, monkeypatch):
+    import dogbreeds.trainer
+    from dogbreeds.trainer import FitResult, TrainEvent
+
+    def fast_fit(config, on_event=None, should_stop=None):
+        on_event(TrainEvent("start", 1, 2, num_batches=50, message="split", run_dir=tmp_path / "run"))
+        for epoch in (1, 2):
+            for batch in range(1, 51):
+                time.sleep(0.02)
+                on_event(TrainEvent("batch", epoch, 2, batch=batch, num_batches=50, loss=2.0 / epoch))
+            metrics = {"epoch": epoch, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_top1": 0.4,
+                       "val_top5": 0.9}
+            on_event(TrainEvent("epoch", epoch, 2, metrics=metrics, message=f"epoch {epoch}/2"))
+        on_event(TrainEvent("end", 2, 2, message="finished"))
+        return FitResult(tmp_path / "run", [{}, {}], {}, stopped=False, early_stopped=False)
+
+    monkeypatch.setattr(dogbreeds.trainer, "fit", fast_fit)
+    data = make_dataset(tmp_path / "data", images_per_class=2)
+
+    stamps = []
+    for frame in _train(app, data, epochs=2):
+        stamps.append((time.monotonic(), _outputs(frame)))
+
+    plotted = [stamp for stamp, outputs in stamps[:-1] if isinstance(outputs["loss_plot"], pd.DataFrame)]
+    gaps = [later - earlier for earlier, later in zip(plotted, plotted[1:])]
+    assert plotted, "no plot frame during a 2 s run"
+    assert all(gap >= 0.9 for gap in gaps), gaps
+    texts = [stamp for stamp, _ in stamps]
+    duration = texts[-1] - texts[0]
+    assert len(texts) <= duration / 0.25 + 6
+    final = stamps[-1][1]
+    assert "finished after 2 epochs" in final["status"]
+    # The final frame skips the plot when the last plotted frame already had every point.
+    last_plot = [outputs["loss_plot"] for _, outputs in stamps if isinstance(outputs["loss_plot"], pd.DataFrame)][-1]
+    batch_points = last_plot[last_plot["series"] == "batch loss (smoothed)"]
+    assert batch_points["value"].notna().sum() == 100
 
 
 # --- live curves -------------------------------------------------------------------------------------------------

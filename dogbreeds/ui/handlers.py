@@ -196,8 +196,6 @@ class AppHandlers:
     def download_data(self, data_dir: str | None, request: gr.Request = None) -> Iterator[tuple[Any, Any, Any]]:
         """Download Stanford Dogs into the data folder, yielding progress; point the field at the result."""
         language = language_of(request)
-        yield message("download_started", language, path=data_dir or ""), gr.skip(), gr.skip()
-
         try:
             destination = resolve_data_folder(data_dir, self.settings)
         except DataFolderRejected as rejected:
@@ -210,6 +208,7 @@ class AppHandlers:
         if not self._download_lock.acquire(blocking=False):
             yield message("download_busy", language), gr.skip(), gr.skip()
             return
+        yield message("download_started", language, path=destination), gr.skip(), gr.skip()
 
         state: dict[str, Any] = {"file": "", "done": 0, "total": None, "result": None, "error": None}
         worker = threading.Thread(
@@ -219,7 +218,7 @@ class AppHandlers:
         last_text = ""
         while worker.is_alive():
             worker.join(timeout=WAIT_POLL_S)
-            text = self._download_progress_text(state, language)
+            text = self._download_progress_text(state, destination, language)
             if text != last_text:
                 last_text = text
                 yield text, gr.skip(), gr.skip()
@@ -245,10 +244,10 @@ class AppHandlers:
             self._download_lock.release()
 
     @staticmethod
-    def _download_progress_text(state: dict[str, Any], language: str) -> str:
+    def _download_progress_text(state: dict[str, Any], destination: Path, language: str) -> str:
         name = str(state["file"])
         if not name:
-            return message("download_started", language, path="")
+            return message("download_started", language, path=destination)
         done = f"{state['done'] / 1e6:,.0f}"
         total = f"{state['total'] / 1e6:,.0f}" if state["total"] else None
         # download_stanford_dogs reports extraction as "extracting <archive>".
@@ -443,11 +442,13 @@ class AppHandlers:
                 break
 
             now = time.monotonic()
-            if changed and now - last_text >= TEXT_INTERVAL_S:
-                plots = now - last_plot >= PLOT_INTERVAL_S
-                frame = view.frame(plots=plots)
+            # A plot change that had to wait for PLOT_INTERVAL_S goes out even when no new event arrives, for
+            # example while a long validation pass runs.
+            plot_due = view.curves.version != view.plotted_version and now - last_plot >= PLOT_INTERVAL_S
+            if plot_due or (changed and now - last_text >= TEXT_INTERVAL_S):
+                frame = view.frame(plots=plot_due)
                 last_text = now
-                if plots:
+                if plot_due:
                     last_plot = now
                 changed = False
                 yield frame
