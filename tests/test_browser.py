@@ -125,6 +125,8 @@ def test_compare_shows_both_panels(open_browser, artifacts):
             arg=[panel, list(BREEDS)],
         )
     page.wait_for_function("document.querySelector('#fcn_info')?.innerText.includes('parameters')")
+    # The panels fade out their pending state shortly after the values arrive; the pause only helps the picture.
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(artifacts / "compare-en.png"), full_page=True)
 
     assert re.search(r"custom_cnn \(CNN\) · [\d,]+ parameters · [\d.]+ ms", page.locator("#cnn_info").inner_text())
@@ -174,6 +176,7 @@ def test_korean_page(open_browser, artifacts, tmp_path):
     page.get_by_role("tab", name="비교").click()
     page.locator("#photo input[type=file]").set_input_files(str(real_photo()))
     page.wait_for_function("document.querySelector('#cnn_info')?.innerText.includes('파라미터')")
+    page.wait_for_timeout(1000)
     page.screenshot(path=str(artifacts / "compare-ko.png"), full_page=True)
 
     heic = tmp_path / "IMG_0001.heic"
