@@ -10,6 +10,21 @@ from torch import nn
 
 from dogbreeds.config import TrainConfig
 
+# Shortest warm-up in optimizer steps (unless warm-up is off or the run is shorter). With a few hundred images an
+# epoch is only a handful of steps, and reaching the peak learning rate that fast can make the loss diverge.
+MIN_WARMUP_STEPS = 50
+
+
+def warmup_step_count(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    """Return the warm-up length in steps: warmup_epochs of steps, at least MIN_WARMUP_STEPS, at most total_steps.
+
+    warmup_epochs == 0 turns the warm-up off.
+    """
+    if warmup_epochs <= 0:
+        return 0
+    steps = max(round(warmup_epochs * steps_per_epoch), MIN_WARMUP_STEPS)
+    return min(steps, total_steps)
+
 
 def cosine_with_warmup(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """Return the LR multiplier per optimizer step: linear warm-up from 0, then cosine decay to 0.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,32 @@ def load_resume_state(run_dir: Path) -> tuple[TrainConfig, dict[str, Any], list[
     saved_run = read_run_config(run_dir)
     saved_config = TrainConfig.from_dict(saved_run["train_config"])
     return saved_config, saved_run, read_history(run_dir)
+
+
+def completed_epochs(run_dir: Path) -> int:
+    """Return how many epochs a run folder completed, from trainer_state.json (0 when it is missing or unreadable).
+
+    trainer_state.json is written after the weights and history of an epoch, so its count never runs ahead.
+    """
+    try:
+        document = json.loads((run_dir / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+        return int(document["state"]["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def check_epochs_left(run_dir: Path, epochs: int, option: str = "epochs") -> None:
+    """Raise ValueError when a run folder already completed `epochs` epochs, so resuming would train nothing.
+
+    `option` is how the caller spells the setting in the message, for example "--epochs" on the command line.
+    """
+    done = completed_epochs(run_dir)
+    if done < epochs:
+        return
+    raise ValueError(
+        f"Run {run_dir} already completed {done} epochs; {option} {epochs} leaves nothing to train. Set "
+        f"{option} to {done + 1} or more to continue it."
+    )
 
 
 def restore_progress(run_dir: Path, optimizer: torch.optim.Optimizer, scheduler: Any,

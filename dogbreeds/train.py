@@ -2,8 +2,9 @@
 
 Every option accepts both spellings, `--batch-size` and `--batch_size`. Under
 `torchrun --nproc_per_node=N -m dogbreeds.train ...` each process trains one shard with DistributedDataParallel.
-Exit codes: 0 finished (or stopped early by patience), 1 unusable data or run folder, 2 invalid options,
-130 stopped with Ctrl-C (the last completed epoch is kept).
+Exit codes: 0 finished (or stopped early by patience), 1 unusable data or run folder or a diverged loss,
+2 invalid options (including a resumed run with no epochs left), 130 stopped with Ctrl-C (the last completed
+epoch is kept).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from dogbreeds.cli import add_option
 from dogbreeds.config import OPTIMIZERS, TrainConfig
 from dogbreeds.runtime import configure_allocator, setup_logging
 
@@ -30,14 +32,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _DEFAULTS = TrainConfig()
-
-
-def add_option(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
-    """Add --name with both the underscore and the kebab-case spelling; unset options stay out of the namespace."""
-    flags = [f"--{name}"]
-    if "_" in name:
-        flags.append(f"--{name.replace('_', '-')}")
-    parser.add_argument(*flags, dest=kwargs.pop("dest", name), default=argparse.SUPPRESS, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +139,7 @@ def _resume_config(parser: argparse.ArgumentParser, explicit_options: dict[str, 
     """Start from the saved run's settings and apply the options given on this command line."""
     from dogbreeds.checkpoint import CheckpointError, read_run_config
     from dogbreeds.config import RUN_DEFINING_FIELDS
+    from dogbreeds.resume import check_epochs_left
 
     run_dir: Path = explicit_options["resume"]
     if not run_dir.is_dir():
@@ -153,7 +148,8 @@ def _resume_config(parser: argparse.ArgumentParser, explicit_options: dict[str, 
     try:
         saved = TrainConfig.from_dict(read_run_config(run_dir)["train_config"])
     except (CheckpointError, KeyError, TypeError) as error:
-        parser.error(f"--resume folder {run_dir} has no readable training settings ({error}).")
+        parser.error(f"--resume folder {run_dir} has no readable training settings: {error} Pass the folder of "
+                     f"an earlier run, which contains config.json.")
 
     ignored = sorted(
         name for name, value in explicit_options.items()
@@ -165,7 +161,13 @@ def _resume_config(parser: argparse.ArgumentParser, explicit_options: dict[str, 
 
     values = saved.to_dict()
     values.update({name: value for name, value in explicit_options.items() if name not in RUN_DEFINING_FIELDS})
-    return TrainConfig.from_dict(values)
+    config = TrainConfig.from_dict(values)
+
+    try:
+        check_epochs_left(run_dir, config.epochs, "--epochs")
+    except ValueError as error:
+        parser.error(str(error))
+    return config
 
 
 class StopFlag:
@@ -270,10 +272,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Return the exception types that mean unusable input, reported without a traceback."""
     from dogbreeds.checkpoint import CheckpointError
     from dogbreeds.models import PretrainedWeightsError
+    from dogbreeds.trainer import TrainingDivergedError
 
     # ValueError covers the data layer's DataFolderError and ImageDecodeError, invalid devices and a class list
     # that differs from the resumed run's; OSError covers missing folders, permissions and a full disk.
-    return (ValueError, OSError, CheckpointError, PretrainedWeightsError)
+    return (ValueError, OSError, CheckpointError, PretrainedWeightsError, TrainingDivergedError)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,9 +33,10 @@ from dogbreeds.config import TrainConfig
 from dogbreeds.distributed import DistContext
 from dogbreeds.metrics import ClassificationTotals, format_epoch_line
 from dogbreeds.models import create_model, flops_per_image, wants_channels_last
-from dogbreeds.optimization import build_optimizer, cosine_with_warmup
+from dogbreeds.optimization import build_optimizer, cosine_with_warmup, warmup_step_count
 from dogbreeds.resume import (
     TrainingProgress,
+    check_epochs_left,
     check_same_classes,
     load_resume_state,
     merge_resume_config,
@@ -49,6 +51,11 @@ BATCH_EVENT_INTERVAL = 5
 
 # Below this many validation images, fit() warns that top-1 differences between epochs are mostly noise.
 SMALL_VALIDATION_IMAGES = 100
+
+# A model that guesses uniformly has a loss of ln(num_classes). After the first epoch, a training loss above
+# this many times that, or a validation loss above UNSTABLE_VAL_LOSS times it, means training is unstable.
+UNSTABLE_TRAIN_LOSS = 3.0
+UNSTABLE_VAL_LOSS = 10.0
 
 
 @dataclass
@@ -77,6 +84,10 @@ class FitResult:
     early_stopped: bool
 
 
+class TrainingDivergedError(RuntimeError):
+    """Raised when the loss became NaN or infinite; the run folder keeps the last completed epoch."""
+
+
 class _StopRequested(Exception):
     """Raised inside an epoch when should_stop() returned True, to leave the batch loop at once."""
 
@@ -98,8 +109,9 @@ def fit(
     data locations come from `config`. Under torchrun (WORLD_SIZE > 1) every process calls fit(), and rank 0
     alone writes files and sends events.
 
-    Raises ValueError for invalid settings or a missing device, FileNotFoundError for a missing resume folder,
-    and the data layer's errors for unusable image folders.
+    Raises ValueError for invalid settings, a missing device or a resumed run with no epochs left,
+    FileNotFoundError for a missing resume folder, the data layer's errors for unusable image folders, and
+    TrainingDivergedError when the loss stops being finite.
     """
     device = resolve_device(config.device)
     context = distributed.init_distributed(device)
@@ -176,6 +188,7 @@ class _TrainingRun:
 
         run_dir = Path(requested.resume)
         saved_config, self.saved_run, self.saved_history = load_resume_state(run_dir)
+        check_epochs_left(run_dir, requested.epochs)
         config = merge_resume_config(saved_config, requested)
         config.resume = run_dir
         config.out = run_dir.parent
@@ -301,7 +314,7 @@ class _TrainingRun:
 
         optimizer = build_optimizer(self.plain_model, config)
         total_steps = config.epochs * steps_per_epoch
-        warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
+        warmup_steps = warmup_step_count(config.warmup_epochs, steps_per_epoch, total_steps)
         # NOTE: resuming with more epochs than the run started with stretches the cosine from the current step
         # on, so the learning rate jumps up once instead of following the original curve.
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup_steps, total_steps))
@@ -327,10 +340,6 @@ class _TrainingRun:
                 "between epochs or models are noise. Use more images or a larger validation fraction.",
                 len(data.val), 100 / len(data.val),
             )
-        if first_epoch > config.epochs:
-            logger.info("Run %s already completed %d of %d epochs; raise epochs to train more", self.run_dir,
-                        self.progress.epochs_completed, config.epochs)
-
         self._emit(TrainEvent("start", first_epoch, config.epochs, num_batches=steps_per_epoch,
                               message=data.description, run_dir=self.run_dir))
 
@@ -369,6 +378,7 @@ class _TrainingRun:
         train_seconds = time.perf_counter() - started
 
         val = self._validate(model, val_loader)
+        self._check_finite(val["loss"], epoch, "validation", lr_used)
         seconds = time.perf_counter() - started
 
         return {
@@ -414,9 +424,11 @@ class _TrainingRun:
             # record, report, and stop within one batch when asked
             totals.update(logits.float(), labels, loss.detach() * labels.shape[0])
             if batch_index % BATCH_EVENT_INTERVAL == 0 or batch_index == num_batches:
+                # Reading the running loss syncs with the GPU, so it is checked only at the batch events.
+                running_loss = totals.summary()["loss"]
+                self._check_finite(running_loss, epoch, f"batch {batch_index} of {num_batches}", lr_used)
                 self._emit(TrainEvent("batch", epoch, self.config.epochs, batch=batch_index,
-                                      num_batches=num_batches, loss=totals.summary()["loss"],
-                                      run_dir=self.run_dir))
+                                      num_batches=num_batches, loss=running_loss, run_dir=self.run_dir))
             self._check_stop()
 
         distributed.all_reduce_sum(self.context, totals.values)
@@ -442,6 +454,32 @@ class _TrainingRun:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         images = images.to(self.device, non_blocking=non_blocking, memory_format=memory_format)
         return images, labels.to(self.device, non_blocking=non_blocking)
+
+    def _check_finite(self, loss: float, epoch: int, where: str, lr: float) -> None:
+        """Raise TrainingDivergedError on every process when the loss is NaN or infinite on any of them."""
+        if not distributed.any_process(self.context, not math.isfinite(loss), self.device):
+            return
+
+        kept = (f"the run folder {self.run_dir} keeps epoch {self.progress.epochs_completed}"
+                if self.progress.epochs_completed else "nothing was saved")
+        raise TrainingDivergedError(
+            f"Training diverged: the loss became {loss} in epoch {epoch} ({where}) at learning rate {lr:.3g}, "
+            f"so training stopped and {kept}. Start again with a lower learning rate (for example --lr "
+            f"{self.config.lr / 10:.3g}), or use --optimizer adamw."
+        )
+
+    def _warn_if_unstable(self, entry: dict[str, Any]) -> None:
+        """Log a warning when an epoch's loss is far above that of uniform guessing."""
+        uniform_loss = math.log(max(2, len(self.run_info.get("class_keys", []))))
+        train_unstable = entry["epoch"] > 1 and entry["train_loss"] > UNSTABLE_TRAIN_LOSS * uniform_loss
+        val_unstable = entry["val_loss"] > UNSTABLE_VAL_LOSS * uniform_loss
+        if train_unstable or val_unstable:
+            logger.warning(
+                "Training looks unstable: epoch %d has training loss %.4g and validation loss %.4g, while "
+                "guessing uniformly gives %.3g. Lower the learning rate (for example --lr %.3g) or use "
+                "--optimizer adamw.",
+                entry["epoch"], entry["train_loss"], entry["val_loss"], uniform_loss, self.config.lr / 10,
+            )
 
     def _check_stop(self) -> None:
         requested = bool(self.should_stop()) if self.should_stop is not None else False
@@ -475,6 +513,7 @@ class _TrainingRun:
             self._emit(TrainEvent("epoch", entry["epoch"], self.config.epochs, metrics=dict(entry),
                                   message=line, run_dir=self.run_dir))
             logger.info("%s", line)
+            self._warn_if_unstable(entry)
 
     def _save(self, improved: bool, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         """Write weights, history, optimizer state and config.json; each file is replaced atomically.

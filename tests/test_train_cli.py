@@ -122,6 +122,51 @@ def test_missing_resume_folder_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert str(tmp_path / "gone") in err
 
 
+def test_resume_folder_without_config_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--resume", str(tmp_path)])
+
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "config.json does not exist." in err
+    assert ".)." not in err
+    assert "Pass the folder of an earlier run" in err
+
+
+def test_resume_without_epochs_left_exit_2(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main([*_tiny_args(data_dir, tmp_path), "--epochs", "2", "--run-name", "r"]) == 0
+    capsys.readouterr()
+
+    def fail_prepare(*args, **kwargs):
+        raise AssertionError("prepare_data must not run")
+
+    monkeypatch.setattr("dogbreeds.data.prepare_data", fail_prepare)
+    with pytest.raises(SystemExit) as caught:
+        main(["--resume", str(tmp_path / "runs" / "r"), "--epochs", "1"])
+
+    assert caught.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "already completed 2 epochs; --epochs 1 leaves nothing to train" in err
+    assert "Set --epochs to 3 or more" in err
+
+
+def test_diverged_training_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from dogbreeds import trainer
+
+    def diverge(*args, **kwargs):
+        raise trainer.TrainingDivergedError("Training diverged: the loss became nan in epoch 2.")
+
+    monkeypatch.setattr(trainer, "fit", diverge)
+    code = main(["--train_dir", str(tmp_path), "--device", "cpu"])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error: Training diverged" in err
+    assert "Traceback" not in err
+
+
 def test_help_names_units_and_defaults(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--help"])

@@ -15,8 +15,9 @@ from _trainer_helpers import BatchRecorder, make_dataset, tiny_config
 from dogbreeds import checkpoint
 from dogbreeds.config import TrainConfig
 from dogbreeds.metrics import EPOCH_LINE_PATTERN, EPOCH_METRIC_KEYS
-from dogbreeds.optimization import build_optimizer, cosine_with_warmup
-from dogbreeds.trainer import TrainEvent, fit
+from dogbreeds import trainer
+from dogbreeds.optimization import MIN_WARMUP_STEPS, build_optimizer, cosine_with_warmup, warmup_step_count
+from dogbreeds.trainer import TrainEvent, TrainingDivergedError, fit
 
 
 @pytest.fixture(scope="module")
@@ -379,3 +380,116 @@ def test_optimizer_skips_decay_on_vectors() -> None:
     assert plain["weight_decay"] == 0.0
     assert len(plain["params"]) == 3
     assert decayed["momentum"] == 0.9
+
+
+def test_warmup_has_minimum_steps() -> None:
+    # 9 steps per epoch would reach the peak learning rate after 9 steps; the minimum stretches it.
+    assert warmup_step_count(1.0, steps_per_epoch=9, total_steps=1000) == MIN_WARMUP_STEPS
+    assert warmup_step_count(1.0, steps_per_epoch=9, total_steps=18) == 18
+    # Large data sets keep warmup_epochs of steps.
+    assert warmup_step_count(1.0, steps_per_epoch=257, total_steps=2570) == 257
+    assert warmup_step_count(0.5, steps_per_epoch=300, total_steps=3000) == 150
+    assert warmup_step_count(0.0, steps_per_epoch=9, total_steps=18) == 0
+
+
+def _install_logit_hook(monkeypatch: pytest.MonkeyPatch, change) -> None:
+    """Make every model that fit() creates pass its logits through change(module, logits)."""
+    original = trainer.create_model
+
+    def create_and_hook(*args, **kwargs) -> torch.nn.Module:
+        model = original(*args, **kwargs)
+        model.register_forward_hook(lambda module, inputs, output: change(module, output))
+        return model
+
+    monkeypatch.setattr(trainer, "create_model", create_and_hook)
+
+
+def test_nan_loss_stops_and_keeps_epoch(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[TrainEvent] = []
+    snapshot: dict[str, bytes] = {}
+
+    def on_event(event: TrainEvent) -> None:
+        events.append(event)
+        if event.kind == "epoch":
+            snapshot["last"] = (event.run_dir / "last.safetensors").read_bytes()
+
+    # From epoch 2 on, the training logits are NaN, as after an exploding update.
+    epoch_done = lambda: any(event.kind == "epoch" for event in events)  # noqa: E731
+    _install_logit_hook(monkeypatch, lambda module, logits: logits * math.nan
+                        if module.training and epoch_done() else logits)
+
+    with pytest.raises(TrainingDivergedError) as caught:
+        fit(tiny_config(data_dir, tmp_path, epochs=3, run_name="diverged"), on_event=on_event)
+
+    message = str(caught.value)
+    assert "epoch 2" in message
+    assert "nan" in message
+    assert "learning rate" in message
+    assert "--lr" in message
+    assert "--optimizer adamw" in message
+    assert "keeps epoch 1" in message
+    run_dir = tmp_path / "runs" / "diverged"
+    assert [entry["epoch"] for entry in _read_json(run_dir / "history.json")] == [1]
+    assert (run_dir / "last.safetensors").read_bytes() == snapshot["last"]
+    checkpoint.load_model(run_dir)
+
+
+def test_huge_val_loss_warns_unstable(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    # In evaluation, every image is predicted as class 0 with a margin of 1000, so the loss is about 667.
+    def confident_class_zero(module: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        if module.training:
+            return logits
+        fixed = torch.zeros_like(logits)
+        fixed[:, 0] = 1000.0
+        return fixed
+
+    _install_logit_hook(monkeypatch, confident_class_zero)
+    with caplog.at_level(logging.WARNING, logger="dogbreeds.trainer"):
+        fit(tiny_config(data_dir, tmp_path, epochs=1))
+
+    warnings = [record.getMessage() for record in caplog.records if "unstable" in record.getMessage()]
+    assert len(warnings) == 1
+    assert "epoch 1" in warnings[0]
+    assert "--lr" in warnings[0]
+
+
+def test_train_loss_warns_after_first_epoch(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    # Training predicts class 0 with a margin of 1000 (loss about 667 in every epoch); validation logits are all
+    # zero, so the validation loss is exactly ln(3), the loss of uniform guessing.
+    def skewed_training(module: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
+        shift = torch.zeros_like(logits)
+        if module.training:
+            shift[:, 0] = 1000.0
+        return logits * 0 + shift
+
+    _install_logit_hook(monkeypatch, skewed_training)
+    with caplog.at_level(logging.WARNING, logger="dogbreeds.trainer"):
+        fit(tiny_config(data_dir, tmp_path, epochs=2))
+
+    warnings = [record.getMessage() for record in caplog.records if "unstable" in record.getMessage()]
+    assert len(warnings) == 1
+    assert "epoch 2" in warnings[0]
+
+
+def test_uniform_loss_has_no_warning(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    _install_logit_hook(monkeypatch, lambda module, logits: logits * 0)
+    with caplog.at_level(logging.WARNING, logger="dogbreeds.trainer"):
+        fit(tiny_config(data_dir, tmp_path, epochs=2))
+
+    assert not [record for record in caplog.records if "unstable" in record.getMessage()]
+
+
+def test_resume_without_epochs_left_raises(data_dir: Path, tmp_path: Path) -> None:
+    first = fit(tiny_config(data_dir, tmp_path, epochs=2))
+
+    # The missing train_dir shows that the check comes before any data is prepared.
+    for epochs in (1, 2):
+        with pytest.raises(ValueError) as caught:
+            fit(tiny_config(tmp_path / "no-images", tmp_path, epochs=epochs, resume=first.run_dir))
+        message = str(caught.value)
+        assert f"already completed 2 epochs; epochs {epochs} leaves nothing to train" in message
+        assert "epochs to 3 or more" in message
+        assert str(first.run_dir) in message
