@@ -24,6 +24,7 @@ from torch import nn
 
 from dogbreeds.checkpoint import CONFUSION_MATRIX_FILE, EVALUATION_FILE, atomic_write_bytes, atomic_write_json
 from dogbreeds.checkpoint import load_model
+from dogbreeds.cli import EXIT_CODES_EPILOG, EXIT_FAILURE, EXIT_USAGE, SPELLING_EPILOG, add_option
 
 # Named explicitly because `python -m dogbreeds.evaluate` runs this file as __main__, outside the package's
 # logger hierarchy that setup_logging() configures.
@@ -96,7 +97,8 @@ def evaluate(
     title = f"{config['architecture']}: top-1 {100 * report['top1']:.1f}% on {report['num_images']} images"
     atomic_write_bytes(run_dir / CONFUSION_MATRIX_FILE,
                        render_confusion_matrix(np.asarray(report["confusion"]), config["class_names"], title))
-    logger.info("Wrote %s and %s in %s", EVALUATION_FILE, CONFUSION_MATRIX_FILE, run_dir)
+    # Debug level, because the command line prints the same fact in its report.
+    logger.debug("Wrote %s and %s in %s", EVALUATION_FILE, CONFUSION_MATRIX_FILE, run_dir)
     return report
 
 
@@ -394,23 +396,50 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a trained run on a folder of breed images and save evaluation.json and "
                     "confusion_matrix.png in the run folder. Given the run's own training folder, only its "
                     "validation split is evaluated.",
+        epilog=f"{SPELLING_EPILOG} {EXIT_CODES_EPILOG}",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder written by dogbreeds.train")
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR",
                         help="folder with one subfolder of images per breed, named as in training")
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64, metavar="N",
-                        help="images per forward pass (default: 64)")
-    parser.add_argument("--device", default="cpu", metavar="NAME",
-                        help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
-    parser.add_argument("--max-images", "--max_images", dest="max_images", type=int, metavar="N",
-                        help="evaluate a sample of N images, spread evenly across breeds (default: all)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="image decoding processes (default: chosen from the CPU count)")
+    add_option(parser, "batch_size", type=int, default=64, metavar="N",
+               help="images per forward pass (default: 64)")
+    add_option(parser, "device", default="cpu", metavar="NAME",
+               help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
+    add_option(parser, "max_images", type=int, default=None, metavar="N",
+               help="evaluate a sample of N images, spread evenly across breeds (default: all)")
+    add_option(parser, "workers", type=int, default=None, metavar="N",
+               help="image decoding processes (default: chosen from the CPU count)")
     return parser
 
 
+def _check_paths(run_dir: Path, data_dir: Path) -> str | None:
+    """Return an error message when RUN_DIR or DATA_DIR is missing, with a hint when they look swapped."""
+    from dogbreeds.checkpoint import CONFIG_FILE
+
+    swap_hint = " The run folder comes first: python -m dogbreeds.evaluate RUN_DIR DATA_DIR"
+    if not (run_dir / CONFIG_FILE).is_file():
+        looks_swapped = (data_dir / CONFIG_FILE).is_file() or _has_image_subfolder(run_dir)
+        message = f"Run folder {run_dir} has no {CONFIG_FILE}, or does not exist."
+        return message + (swap_hint if looks_swapped else " Pass the folder of a run written by dogbreeds.train.")
+    if not data_dir.is_dir():
+        return f"Data folder {data_dir} not found. Pass a folder with one subfolder of images per breed."
+    return None
+
+
+def _has_image_subfolder(folder: Path) -> bool:
+    """Return True when `folder` has a subfolder, or a subfolder one level deeper, that contains an image file."""
+    from dogbreeds.folders import IMAGE_EXTENSIONS
+
+    if not folder.is_dir():
+        return False
+    for pattern in ("*/*", "*/*/*"):
+        if any(path.suffix.lower() in IMAGE_EXTENSIONS for path in folder.glob(pattern)):
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the evaluation command line; return 0 on success and 1 for an unusable run or data folder."""
+    """Run the evaluation command line; return 0 on success, 1 for a failure while evaluating, 2 for bad arguments."""
     from dogbreeds.checkpoint import CheckpointError
     from dogbreeds.runtime import configure_allocator, setup_logging
 
@@ -422,6 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--batch-size must be at least 1, got {options.batch_size}.")
     if options.max_images is not None and options.max_images < 1:
         parser.error(f"--max-images must be at least 1, got {options.max_images}.")
+    path_error = _check_paths(options.run_dir, options.data_dir)
+    if path_error is not None:
+        print(f"error: {path_error}", file=sys.stderr)
+        return EXIT_USAGE
 
     try:
         report = evaluate(options.run_dir, options.data_dir, batch_size=options.batch_size, device=options.device,
@@ -429,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, ValueError, OSError) as error:
         logger.debug("Evaluation failed", exc_info=True)
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
 
     print(format_report(report))
     return 0

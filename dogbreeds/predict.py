@@ -24,6 +24,7 @@ from torch import nn
 
 from dogbreeds import transforms
 from dogbreeds.checkpoint import MODEL_FILE, CheckpointError, load_model
+from dogbreeds.cli import EXIT_CODES_EPILOG, EXIT_FAILURE, EXIT_USAGE, SPELLING_EPILOG, add_option
 from dogbreeds.decode import ImageDecodeError
 from dogbreeds.models import count_parameters
 from dogbreeds.runtime import resolve_device
@@ -151,30 +152,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dogbreeds.predict",
         description="Print the most likely dog breeds for each image, using a trained run folder.",
+        epilog=f"{SPELLING_EPILOG} {EXIT_CODES_EPILOG} An image that cannot be read gives exit code 1.",
     )
-    parser.add_argument("run_dir", type=Path, help="run folder with config.json and model.safetensors")
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                        help="run folder with config.json and model.safetensors")
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="image files to classify")
-    parser.add_argument("--top-k", type=int, default=5, help="number of breeds to print per image (default: 5)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, mps or auto (default: cpu)")
-    parser.add_argument("--weights", default=MODEL_FILE,
-                        help=f"weights file inside the run folder (default: {MODEL_FILE})")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
+    add_option(parser, "top_k", type=int, default=5, metavar="K",
+               help="number of breeds to print per image (default: 5)")
+    add_option(parser, "device", default="cpu", metavar="NAME",
+               help="torch device: cpu, cuda, mps or auto (default: cpu)")
+    add_option(parser, "weights", default=MODEL_FILE, metavar="FILE",
+               help=f"weights file inside the run folder (default: {MODEL_FILE})")
+    add_option(parser, "json", action="store_true", default=False, help="print one JSON object per image instead of a table")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the prediction CLI; return 0 on success, 1 if any image failed, 2 if the run could not be loaded."""
+    """Run the prediction CLI; return 0 on success, 1 if loading the run or any image failed, 2 for bad arguments."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.top_k < 1:
         print(f"error: --top-k must be at least 1; found {args.top_k}.", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    if not args.run_dir.is_dir():
+        print(f"error: Run folder {args.run_dir} does not exist. Pass the folder of a trained run (it contains "
+              f"config.json and {MODEL_FILE}).", file=sys.stderr)
+        return EXIT_USAGE
 
     try:
         predictor = Predictor.from_run(args.run_dir, device=args.device, weights=args.weights)
     except (CheckpointError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_FAILURE
 
     failures = 0
     for path in args.images:
@@ -192,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{path}  ({milliseconds:.1f} ms)")
             print(format_prediction(top))
 
-    return 1 if failures else 0
+    return EXIT_FAILURE if failures else 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 
 from _trainer_helpers import restore_package_logging  # noqa: F401 (autouse fixture)
 from _trainer_helpers import CLASS_NAMES, make_dataset, tiny_config
-from dogbreeds.evaluate import evaluate, main, render_confusion_matrix, summarize_predictions
+from dogbreeds.evaluate import build_parser, evaluate, main, render_confusion_matrix, summarize_predictions
 from dogbreeds.trainer import fit
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -133,17 +133,43 @@ def test_cli_prints_report(trained: tuple[Path, Path], capsys: pytest.CaptureFix
     run_dir, data_dir = trained
     code = main([str(run_dir), str(data_dir), "--batch-size", "2"])
 
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0
     assert "validation split" in out
     assert "top-1" in out
     assert "Saved evaluation.json and confusion_matrix.png" in out
+    assert "Wrote evaluation.json" not in captured.out + captured.err
 
 
-def test_cli_missing_run_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_missing_run_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main([str(tmp_path / "no-run"), str(tmp_path)])
 
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert "no-run" in err
     assert "Traceback" not in err
+    assert "comes first" not in err
+
+
+def test_cli_swapped_arguments_hint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data_dir = make_dataset(tmp_path / "images")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+
+    for argv in ([str(data_dir), str(run_dir)], [str(data_dir), str(tmp_path / "elsewhere")]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "config.json" in err
+        assert "The run folder comes first: python -m dogbreeds.evaluate RUN_DIR DATA_DIR" in err
+
+
+def test_cli_options_accept_both_spellings() -> None:
+    underscore = build_parser().parse_args(["run", "data", "--batch_size", "8", "--max_images", "5"])
+    kebab = build_parser().parse_args(["run", "data", "--batch-size", "8", "--max-images", "5"])
+
+    assert vars(underscore) == vars(kebab)
+    assert underscore.batch_size == 8
+    assert underscore.max_images == 5

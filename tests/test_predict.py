@@ -256,6 +256,33 @@ def test_cli_bad_run_dir(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_unreadable_run_exit_1(tmp_path, capsys):
+    path = _save_photos(tmp_path, 1)[0]
+    empty_run = tmp_path / "empty-run"
+    empty_run.mkdir()
+
+    assert main([str(empty_run), str(path)]) == 1
+    assert "config.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spelling", ["--top_k", "--top-k"])
+def test_cli_top_k_spellings(fcn_run, tmp_path, capsys, spelling):
+    path = _save_photos(tmp_path, 1)[0]
+
+    assert main([str(fcn_run), str(path), spelling, "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["top_k"]) == 2
+
+
+def test_cli_help_lists_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--top_k K, --top-k K" in text
+    assert "(default: 5)" in text
+    assert "Exit codes: 0 success, 1 failure while running, 2 invalid command line" in text
+
+
 def test_cli_module_entry_point(fcn_run, tmp_path):
     path = _save_photos(tmp_path, 1)[0]
 
