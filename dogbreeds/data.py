@@ -36,6 +36,7 @@ from dogbreeds.cache import (
     load_or_build_cache,
     validate_images,
 )
+from dogbreeds.cli import EXIT_CODES_EPILOG, EXIT_FAILURE, EXIT_USAGE, SPELLING_EPILOG, add_option
 from dogbreeds.decode import ImageDecodeError, load_rgb
 from dogbreeds.folders import ImageIndex, drop_unreadable, scan_image_folder
 from dogbreeds.transforms import BatchAugment, center_crop, fit_square, normalize, resize_size
@@ -670,20 +671,28 @@ def _build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
-    prepare = commands.add_parser("prepare", help="scan, split, check and cache a folder of class folders")
+    prepare = commands.add_parser("prepare", help="scan, split, check and cache a folder of class folders",
+                                  epilog=f"{SPELLING_EPILOG} {EXIT_CODES_EPILOG}")
     defaults = DataSettings(train_dir=Path("."))
-    prepare.add_argument("train_dir", type=Path, help="folder with one sub-folder of images per class")
-    prepare.add_argument("--test-dir", type=Path, help="separate folder of test images, used for validation")
-    prepare.add_argument("--image-size", type=int, default=defaults.image_size, help="model input side in pixels")
-    prepare.add_argument(
-        "--val-fraction", type=float, default=defaults.val_fraction, help="share of images held out for validation"
-    )
-    prepare.add_argument("--seed", type=int, default=defaults.seed, help="seed of the split")
-    prepare.add_argument("--cache-dir", type=Path, default=defaults.cache_dir, help="folder for the image cache")
-    prepare.add_argument("--no-cache", action="store_true", help="only check that every image decodes")
-    prepare.add_argument("--workers", type=int, help="decoding processes (default: CPU cores, at most 4)")
-    prepare.add_argument("--split-lists", type=Path, help="folder with train_list.mat and test_list.mat")
-    prepare.add_argument("--max-images", type=int, help="use at most this many images (stratified sample)")
+    prepare.add_argument("train_dir", type=Path, metavar="DIR", help="folder with one sub-folder of images per class")
+    add_option(prepare, "test_dir", type=Path, default=None, metavar="DIR",
+               help="separate folder of test images, used for validation (default: a split of DIR)")
+    add_option(prepare, "image_size", type=int, default=defaults.image_size, metavar="PX",
+               help=f"model input side in pixels (default: {defaults.image_size})")
+    add_option(prepare, "val_fraction", type=float, default=defaults.val_fraction, metavar="F",
+               help=f"share of images held out for validation (default: {defaults.val_fraction})")
+    add_option(prepare, "seed", type=int, default=defaults.seed, metavar="N",
+               help=f"seed of the split (default: {defaults.seed})")
+    add_option(prepare, "cache_dir", type=Path, default=defaults.cache_dir, metavar="DIR",
+               help=f"folder for the image cache (default: {defaults.cache_dir})")
+    add_option(prepare, "no_cache", action="store_true", default=False,
+               help="only check that every image decodes")
+    add_option(prepare, "workers", type=int, default=None, metavar="N",
+               help="decoding processes (default: CPU cores, at most 4)")
+    add_option(prepare, "split_lists", type=Path, default=None, metavar="DIR",
+               help="folder with train_list.mat and test_list.mat (default: a random split)")
+    add_option(prepare, "max_images", type=int, default=None, metavar="N",
+               help="use at most this many images, a stratified sample (default: all)")
     return parser
 
 
@@ -707,8 +716,9 @@ def _run_prepare(options: argparse.Namespace) -> int:
         data = prepare_data(settings)
     except (OSError, ValueError) as error:
         # Folder, split-list and settings errors already name the value and the fix, so no traceback is needed.
+        # A missing folder named on the command line is a usage error; anything else failed while running.
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE if isinstance(error, FileNotFoundError) else EXIT_FAILURE
     print(data.description)
     print(f"classes: {len(data.class_keys)}, training images: {len(data.train)}, validation images: {len(data.val)}")
     if data.cache is not None:

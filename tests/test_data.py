@@ -500,6 +500,17 @@ def test_cli_prepare_prints_summary(image_root, tmp_path, capsys) -> None:
     assert "cache:" in output
 
 
+@pytest.mark.parametrize("spelling", ["--image_size", "--image-size"])
+def test_cli_prepare_option_spellings(tmp_path, capsys, spelling) -> None:
+    with pytest.raises(SystemExit) as caught:
+        data_module.main(["prepare", "--help"])
+    assert caught.value.code == 0
+    assert "--image_size PX, --image-size PX" in " ".join(capsys.readouterr().out.split())
+
+    status = data_module.main(["prepare", str(tmp_path / "missing"), spelling, "32", "--no_cache"])
+    assert status == 2
+
+
 def test_cli_prepare_reports_bad_folder(tmp_path, capsys) -> None:
     status = data_module.main(["prepare", str(tmp_path / "missing"), "--no-cache"])
 
