@@ -64,19 +64,26 @@ def download_stanford_dogs(
     unless `keep_archives` is true. Raises DownloadError, UnsafeArchiveError or DataFolderError.
     """
     dest = Path(dest).expanduser()
+    created_dest = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     base = base_url if base_url.endswith("/") else base_url + "/"
 
-    for archive, target in ((IMAGES_ARCHIVE, dest), (LISTS_ARCHIVE, dest / LISTS_FOLDER)):
-        marker = dest / f".{archive}.extracted"
-        if marker.exists():
-            logger.info("Skipping %s: it was already downloaded and extracted into '%s'.", archive, target)
-            continue
-        archive_path = download_file(base + archive, dest / archive, progress=progress)
-        extract_tar(archive_path, target, progress=progress)
-        marker.write_text(f"{archive} extracted into {target}\n", encoding="utf-8")
-        if not keep_archives:
-            archive_path.unlink()
+    try:
+        for archive, target in ((IMAGES_ARCHIVE, dest), (LISTS_ARCHIVE, dest / LISTS_FOLDER)):
+            marker = dest / f".{archive}.extracted"
+            if marker.exists():
+                logger.info("Skipping %s: it was already downloaded and extracted into '%s'.", archive, target)
+                continue
+            archive_path = download_file(base + archive, dest / archive, progress=progress)
+            extract_tar(archive_path, target, progress=progress)
+            marker.write_text(f"{archive} extracted into {target}\n", encoding="utf-8")
+            if not keep_archives:
+                archive_path.unlink()
+    except BaseException:
+        # A failed first attempt (no network, say) should not leave an empty folder that looks like a data set.
+        if created_dest and not any(dest.iterdir()):
+            dest.rmdir()
+        raise
 
     images = dest / IMAGES_FOLDER
     if not images.is_dir():

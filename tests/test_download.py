@@ -272,6 +272,21 @@ def test_missing_file_raises_http_error(tmp_path: Path, server: FakeServer) -> N
         download_file(server.url + "nope.tar", tmp_path / "nope.tar")
 
 
+def test_failed_download_removes_new_empty_dest(tmp_path: Path, server: FakeServer) -> None:
+    dest = tmp_path / "new" / "images"
+    with pytest.raises(DownloadError):
+        download_stanford_dogs(dest, base_url=server.url + "missing/")
+    assert not dest.exists()
+
+
+def test_failed_download_keeps_existing_dest(tmp_path: Path, server: FakeServer) -> None:
+    dest = tmp_path / "images"
+    dest.mkdir()
+    with pytest.raises(DownloadError):
+        download_stanford_dogs(dest, base_url=server.url + "missing/")
+    assert dest.is_dir()
+
+
 @pytest.mark.parametrize(
     ("entries", "links", "bad_member"),
     [

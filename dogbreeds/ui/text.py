@@ -84,10 +84,11 @@ LABELS: dict[str, dict[str, str]] = {
 MESSAGES: dict[str, dict[str, str]] = {
     # Data folder and download
     "data_folder_missing": {
-        "en": "Data folder `{path}` not found. Download Stanford Dogs (about 750 MB) there with the button below, "
-        "or enter the folder that holds one sub-folder per breed.",
-        "ko": "데이터 폴더 `{path}`를 찾을 수 없습니다. 아래 버튼으로 그곳에 Stanford Dogs(약 750 MB)를 내려받거나, "
-        "품종마다 하위 폴더가 있는 폴더를 입력하세요.",
+        "en": "Data folder `{path}` not found. If the photos are already on this computer, check the spelling and "
+        "enter the folder that holds one sub-folder per breed. Otherwise download Stanford Dogs (about 750 MB) "
+        "there with the button below.",
+        "ko": "데이터 폴더 `{path}`를 찾을 수 없습니다. 사진이 이미 이 컴퓨터에 있다면 철자를 확인하고, 품종마다 하위 "
+        "폴더가 있는 폴더를 입력하세요. 없다면 아래 버튼으로 그곳에 Stanford Dogs(약 750 MB)를 내려받으세요.",
     },
     "data_folder_not_dir": {
         "en": "`{path}` is a file, not a folder. Enter the folder that holds one sub-folder per breed.",
