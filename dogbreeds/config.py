@@ -59,7 +59,7 @@ class TrainConfig:
     cache_dir: Path = Path(".cache/dogbreeds")
     split_lists: Path | None = None          # folder with train_list.mat and test_list.mat (official split)
     max_images: int | None = None            # stratified cap on the images used, for small machines
-    min_scale: float = 0.25                  # smallest crop area of the random resized crop, as a fraction
+    min_scale: float = 0.25                  # smallest random crop area, as a fraction of the evaluation crop
     hflip: bool = True
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown keys kept from a newer version
 

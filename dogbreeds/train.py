@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(data, "cache_dir", type=Path, metavar="DIR",
                 help=f"folder for the decoded-image cache (default: {_DEFAULTS.cache_dir})")
     add_option(data, "min_scale", type=float, metavar="F",
-                help=f"smallest random crop, as a fraction of the image area, in (0, 1] "
-                     f"(default: {_DEFAULTS.min_scale})")
+                help=f"smallest random crop, as a fraction of the evaluation crop's area, in (0, 1]; "
+                     f"1 trains on the evaluation crop itself (default: {_DEFAULTS.min_scale})")
     add_option(data, "no_flip", dest="hflip", action="store_false",
                 help="turn off random horizontal flips")
 

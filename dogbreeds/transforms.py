@@ -167,6 +167,9 @@ class BatchAugment:
         self, count: int, height: int, width: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Draw ``count`` int64 crop boxes (left, top, right, bottom) inside a ``height x width`` image."""
+        if self.min_scale >= 1.0:
+            return self._evaluation_boxes(count, height, width)
+
         area = float(height * width)
         log_low, log_high = math.log(CROP_RATIO_RANGE[0]), math.log(CROP_RATIO_RANGE[1])
 
@@ -192,6 +195,19 @@ class BatchAugment:
         lefts = torch.where(any_fit, lefts, (width - box_widths) // 2)
         tops = torch.where(any_fit, tops, (height - box_heights) // 2)
         return torch.stack([lefts, tops, lefts + box_widths, tops + box_heights], dim=1)
+
+
+    def _evaluation_boxes(self, count: int, height: int, width: int) -> torch.Tensor:
+        """Return ``count`` copies of the box that ``center_crop(batch, image_size)`` takes.
+
+        min_scale=1 turns random crops off. A whole-image crop resized to image_size would show objects smaller
+        than the evaluation crop does, which costs a fully-connected network most of its accuracy, because each
+        of its weights is tied to one pixel position. Training on the evaluation crop itself avoids that.
+        """
+        crop_width, crop_height = min(self.image_size, width), min(self.image_size, height)
+        left, top = (width - crop_width) // 2, (height - crop_height) // 2
+        box = torch.tensor([[left, top, left + crop_width, top + crop_height]], dtype=torch.int64)
+        return box.repeat(count, 1)
 
 
 def _largest_centred_crop(height: int, width: int) -> tuple[int, int]:

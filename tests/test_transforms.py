@@ -228,16 +228,16 @@ def test_augment_crop_boxes_vary_with_seed() -> None:
 
 
 def test_augment_wide_image_falls_back_to_centre() -> None:
-    augment = BatchAugment(8, min_scale=1.0)
+    augment = BatchAugment(8, min_scale=0.99)
 
     boxes = augment.sample_boxes(50, 10, 40, torch.Generator().manual_seed(0))
 
-    # No crop of the full area fits a 4:1 image, so every box is the largest 4:3 crop, 13 x 10, centred.
+    # No crop of 99 % of the area fits a 4:1 image, so every box is the largest 4:3 crop, 13 x 10, centred.
     assert boxes.tolist() == [[13, 0, 26, 10]] * 50
 
 
 def test_augment_flip_varies_with_seed() -> None:
-    # With min_scale=1 every crop is the whole image, so the outputs differ only by the flip.
+    # With min_scale=1 every crop is the evaluation crop, so the outputs differ only by the flip.
     batch = torch.randint(0, 256, (32, 3, 9, 9), dtype=torch.uint8)
     plain = BatchAugment(8, min_scale=1.0, hflip=False)(batch, torch.Generator().manual_seed(0))
     flipping = BatchAugment(8, min_scale=1.0, hflip=True)
@@ -293,3 +293,11 @@ def test_augment_rejects_bad_batches(batch: torch.Tensor) -> None:
 def test_augment_rejects_bad_min_scale(min_scale: float) -> None:
     with pytest.raises(ValueError, match="min_scale"):
         BatchAugment(8, min_scale=min_scale)
+
+
+def test_augment_full_scale_equals_evaluation_crop() -> None:
+    batch = torch.randint(0, 256, (6, 3, 37, 37), dtype=torch.uint8)
+
+    trained = BatchAugment(32, min_scale=1.0, hflip=False)(batch, torch.Generator().manual_seed(0))
+
+    assert torch.equal(trained, normalize(center_crop(batch, 32)))
