@@ -83,7 +83,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    # os.open with mode 0o666 lets the umask decide the permissions, as for a plain open(path, "wb"); tempfile
+    # os.open with mode 0o666 lets the umask decide the permissions, as a plain open(path, "wb") does. tempfile
     # would create the file readable by its owner only.
     temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

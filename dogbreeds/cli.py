@@ -1,8 +1,8 @@
 """Shared command-line helpers: options that accept both spellings, and the exit codes of every CLI.
 
-Exit codes of all `python -m dogbreeds.*` commands: 0 success, 1 a failure while running (unusable data, a
-corrupt file, a diverged loss, a failed download), 2 an invalid command line (a bad option value or a missing
-folder or file named on it).
+Every `python -m dogbreeds.*` command exits with 0 on success. It exits with 1 on a failure while running, such
+as unusable data, a corrupt file, a diverged loss or a failed download. It exits with 2 on an invalid command
+line: a bad option value, or a missing folder or file named on it.
 """
 
 from __future__ import annotations

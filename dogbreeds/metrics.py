@@ -23,7 +23,7 @@ class ClassificationTotals:
     """Sums of loss, top-1 and top-5 hits and sample count, kept as one tensor on the compute device.
 
     Keeping the sums on the device avoids a host synchronisation per batch. Distributed training all-reduces
-    `values`, which holds loss_sum, top1, top5 and count in that order.
+    `values`, which contains loss_sum, top1, top5 and count in that order.
     """
 
     def __init__(self, device: torch.device) -> None:

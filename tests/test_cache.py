@@ -15,24 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from _cache_helpers import DecodeCounter
 from dogbreeds import cache as cache_module
 from dogbreeds.cache import CacheError, ImageCache, load_or_build_cache, validate_images
 from dogbreeds.decode import load_rgb
 from dogbreeds.transforms import fit_square
 
 SIDE = 12
-
-
-class DecodeCounter:
-    """Wraps dogbreeds.cache.load_rgb to count the files decoded in this process."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        monkeypatch.setattr(cache_module, "load_rgb", self)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return load_rgb(*args, **kwargs)
 
 
 def _images(root: Path, count: int = 6) -> list[Path]:

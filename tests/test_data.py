@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from _cache_helpers import DecodeCounter
 from dogbreeds import cache as cache_module
 from dogbreeds import data as data_module
 from dogbreeds.data import (
@@ -54,16 +55,6 @@ def _plain_set(count: int, side: int = 18, labels: list[int] | None = None) -> I
 
 def _batch_sizes(loader: BatchLoader) -> list[int]:
     return [len(batch) for batch in loader.epoch_batches()]
-
-
-class DecodeCounter:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        monkeypatch.setattr(cache_module, "load_rgb", self)
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return load_rgb(*args, **kwargs)
 
 
 def test_prepare_data_splits_and_caches(image_root, tmp_path) -> None:
