@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dogbreeds.config import RUN_DEFINING_FIELDS, TrainConfig
+from dogbreeds.runtime import PRECISIONS
 
 # Named explicitly because `python -m dogbreeds.compare` runs this file as __main__, outside the package's
 # logger hierarchy that setup_logging() configures.
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("patience", {"type": int, "metavar": "N"}),
         ("seed", {"type": int, "metavar": "N"}),
         ("device", {"metavar": "NAME"}),
+        ("precision", {"choices": PRECISIONS}),
         ("workers", {"type": int, "metavar": "N"}),
         ("test_dir", {"type": Path, "metavar": "DIR"}),
         ("val_fraction", {"type": float, "metavar": "F"}),

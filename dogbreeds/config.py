@@ -61,6 +61,7 @@ class TrainConfig:
     max_images: int | None = None            # stratified cap on the images used, for small machines
     min_scale: float = 0.25                  # smallest random crop area, as a fraction of the evaluation crop
     hflip: bool = True
+    precision: str = "auto"                  # "auto", "fp32" or "bf16" (autocast); see runtime.resolve_precision
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown keys kept from a newer version
 
     def __post_init__(self) -> None:
@@ -102,6 +103,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first invalid setting and its valid range. Touches no files."""
         from dogbreeds.models import MODEL_NAMES, check_image_size
+        from dogbreeds.runtime import PRECISIONS
 
         if self.arch not in MODEL_NAMES:
             raise ValueError(f"Unknown architecture {self.arch!r}: expected one of {', '.join(MODEL_NAMES)}.")
@@ -120,6 +122,8 @@ class TrainConfig:
         _check(0 < self.val_fraction < 1, f"validation fraction must be between 0 and 1 (exclusive), "
                                           f"got {self.val_fraction}.")
         _check(0 < self.min_scale <= 1, f"minimum crop scale must be in (0, 1], got {self.min_scale}.")
+        _check(self.precision in PRECISIONS,
+               f"Unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}.")
         _check(self.workers is None or self.workers >= 0, f"workers must be zero or positive, got {self.workers}.")
         _check(self.patience is None or self.patience >= 1, f"patience must be at least 1 epoch, "
                                                             f"got {self.patience}.")

@@ -8,7 +8,6 @@ evaluated (recomputed from the saved seed and validation fraction), because the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import logging
 import sys
@@ -25,6 +24,7 @@ from torch import nn
 from dogbreeds.checkpoint import CONFUSION_MATRIX_FILE, EVALUATION_FILE, atomic_write_bytes, atomic_write_json
 from dogbreeds.checkpoint import load_model
 from dogbreeds.cli import EXIT_CODES_EPILOG, EXIT_FAILURE, EXIT_USAGE, SPELLING_EPILOG, add_option
+from dogbreeds.runtime import PRECISIONS
 
 # Named explicitly because `python -m dogbreeds.evaluate` runs this file as __main__, outside the package's
 # logger hierarchy that setup_logging() configures.
@@ -56,15 +56,17 @@ def evaluate(
     device: str = "cpu",
     max_images: int | None = None,
     workers: int | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate the best weights of `run_dir` on `data_dir` and write evaluation.json and confusion_matrix.png.
 
     Returns the report: top1, top5 and loss, the confusion matrix (rows: true class, columns: predicted),
     per_class accuracy, most_confused class pairs and the misclassified worst_files with the highest loss.
     Accuracies are fractions in [0, 1]. `max_images` evaluates a class-stratified sample of that many images.
+    `precision` is as in training (runtime.resolve_precision), so the figures match the run's validation.
     Raises CheckpointError for an unreadable run folder and the data layer's errors for an unusable data folder.
     """
-    from dogbreeds.runtime import resolve_device
+    from dogbreeds.runtime import resolve_device, resolve_precision
 
     run_dir = Path(run_dir)
     data_dir = Path(data_dir)
@@ -74,12 +76,13 @@ def evaluate(
         raise ValueError(f"max_images must be at least 1 or None for all images, got {max_images}.")
 
     torch_device = resolve_device(device)
+    autocast_dtype = resolve_precision(precision, torch_device)
     model, config = load_model(run_dir, device=torch_device)
     evaluation_set = select_evaluation_set(config, data_dir, max_images=max_images, workers=workers)
     logger.info("Evaluating %s on %s", run_dir, evaluation_set.description)
 
     logits, labels, positions = predict_images(model, evaluation_set.images, config["image_size"], torch_device,
-                                               batch_size=batch_size, workers=workers)
+                                               batch_size=batch_size, workers=workers, autocast_dtype=autocast_dtype)
     paths = [evaluation_set.images.paths[position] for position in positions.tolist()]
     report = summarize_predictions(logits, labels, paths, config["class_keys"], config["class_names"])
 
@@ -194,25 +197,27 @@ def _sample(evaluation_set: EvaluationSet, count: int, seed: int) -> EvaluationS
 
 @torch.inference_mode()
 def predict_images(model: nn.Module, images: Any, image_size: int, device: torch.device, *, batch_size: int = 64,
-                   workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   workers: int | None = None,
+                   autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return float32 logits [N, C], labels [N] and positions into `images` [N], on the CPU.
 
-    Uses the validation preprocessing of training (BatchLoader with train=False). Files that fail to decode are
-    skipped with a warning, so N can be smaller than len(images).
+    Uses the validation preprocessing of training (BatchLoader with train=False) and autocast to
+    `autocast_dtype` (None: float32). Files that fail to decode are skipped with a warning, so N can be smaller
+    than len(images).
     """
     from dogbreeds.data import BatchLoader
     from dogbreeds.models import wants_channels_last
+    from dogbreeds.runtime import autocast
 
     loader = BatchLoader(images, batch_size, train=False, image_size=image_size, workers=workers,
                          with_indices=True)
     memory_format = torch.channels_last if wants_channels_last(model) else torch.contiguous_format
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     model.eval()
 
     all_logits, all_labels, all_positions = [], [], []
     for batch, labels, positions in loader:
         batch = batch.to(device, memory_format=memory_format)
-        with autocast:
+        with autocast(device, autocast_dtype):
             logits = model(batch)
         all_logits.append(logits.float().cpu())
         all_labels.append(labels)
@@ -405,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
                help="images per forward pass (default: 64)")
     add_option(parser, "device", default="cpu", metavar="NAME",
                help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
+    add_option(parser, "precision", choices=PRECISIONS, default="auto",
+               help="fp32, or bf16 autocast; auto uses bf16 on GPUs and AMX CPUs, like training (default: auto)")
     add_option(parser, "max_images", type=int, default=None, metavar="N",
                help="evaluate a sample of N images, spread evenly across breeds (default: all)")
     add_option(parser, "workers", type=int, default=None, metavar="N",
@@ -458,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         report = evaluate(options.run_dir, options.data_dir, batch_size=options.batch_size, device=options.device,
-                          max_images=options.max_images, workers=options.workers)
+                          max_images=options.max_images, workers=options.workers, precision=options.precision)
     except (CheckpointError, ValueError, OSError) as error:
         logger.debug("Evaluation failed", exc_info=True)
         print(f"error: {error}", file=sys.stderr)

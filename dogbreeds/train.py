@@ -21,7 +21,7 @@ from typing import Any
 
 from dogbreeds.cli import add_option
 from dogbreeds.config import OPTIMIZERS, TrainConfig
-from dogbreeds.runtime import configure_allocator, setup_logging
+from dogbreeds.runtime import PRECISIONS, configure_allocator, setup_logging
 
 # Named explicitly because `python -m dogbreeds.train` runs this file as __main__, outside the package's
 # logger hierarchy that setup_logging() configures.
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     add_option(run, "device", metavar="NAME",
                 help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
+    add_option(run, "precision", choices=PRECISIONS,
+                help="fp32, or bf16 autocast (float32 weights and loss); auto uses bf16 on GPUs that support it "
+                     "and on CPUs with AMX, where it is much faster (default: auto)")
     add_option(run, "out", type=Path, metavar="DIR",
                 help=f"folder that receives the run folders (default: {_DEFAULTS.out})")
     add_option(run, "run_name", metavar="NAME",

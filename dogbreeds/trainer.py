@@ -5,7 +5,6 @@ The CLI (`python -m dogbreeds.train`), torchrun, the Gradio app and the tests al
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -42,7 +41,7 @@ from dogbreeds.resume import (
     merge_resume_config,
     restore_progress,
 )
-from dogbreeds.runtime import resolve_device
+from dogbreeds.runtime import autocast, describe_precision, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +139,6 @@ def _unique_run_dir(out: Path, name: str) -> Path:
     return candidate
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Return bf16 autocast on CUDA and a no-op elsewhere, so CPU and MPS training stay in float32."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 class _TrainingRun:
     """The state of one fit() call; methods follow the order of a run."""
 
@@ -167,6 +159,7 @@ class _TrainingRun:
         self.saved_history: list[dict] = []
         self.run_info: dict[str, Any] = {}   # the config.json fields fixed for the whole run, set by _build_model
         self.config, self.run_dir = self._resolve_config(config)
+        self.autocast_dtype = resolve_precision(self.config.precision, device)
 
     # --- set-up -------------------------------------------------------------------------------------------
 
@@ -330,9 +323,10 @@ class _TrainingRun:
         processes = f"{self.context.world_size} process" + ("es" if self.context.world_size > 1 else "")
         logger.info(
             "Training %s on %s for epochs %d-%d: %d training and %d validation images, %d batches of %d per "
-            "epoch on %s (%s), lr %.3g with %s; run folder %s",
+            "epoch on %s (%s, %s), lr %.3g with %s; run folder %s",
             config.arch, config.train_dir, first_epoch, config.epochs, len(data.train), len(data.val),
-            steps_per_epoch, config.batch_size, self.device, processes, config.lr, config.optimizer, self.run_dir,
+            steps_per_epoch, config.batch_size, self.device, processes, describe_precision(self.autocast_dtype),
+            config.lr, config.optimizer, self.run_dir,
         )
         if 0 < len(data.val) < SMALL_VALIDATION_IMAGES:
             logger.warning(
@@ -409,8 +403,8 @@ class _TrainingRun:
         for batch_index, (images, labels) in enumerate(train_loader, start=1):
             images, labels = self._to_device(images, labels)
 
-            # forward in bf16 on CUDA; the loss is computed in float32
-            with _autocast(self.device):
+            # the forward pass may run in bf16 (see runtime.resolve_precision); the loss is computed in float32
+            with autocast(self.device, self.autocast_dtype):
                 logits = model(images)
             loss = criterion(logits.float(), labels)
 
@@ -441,7 +435,7 @@ class _TrainingRun:
         totals = ClassificationTotals(self.device)
         for images, labels in val_loader:
             images, labels = self._to_device(images, labels)
-            with _autocast(self.device):
+            with autocast(self.device, self.autocast_dtype):
                 logits = model(images).float()
             totals.update(logits, labels, nn.functional.cross_entropy(logits, labels, reduction="sum"))
             self._check_stop()

@@ -55,6 +55,25 @@ def test_matches_training_accuracy(trained: tuple[Path, Path]) -> None:
     assert report["loss"] == pytest.approx(best["val_loss"], rel=1e-4)
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 instructions")
+def test_bf16_evaluation_is_close_to_fp32(trained: tuple[Path, Path]) -> None:
+    run_dir, data_dir = trained
+
+    fp32 = evaluate(run_dir, data_dir, precision="fp32")
+    bf16 = evaluate(run_dir, data_dir, precision="bf16")
+
+    # bf16 keeps 8 bits of mantissa, so the loss moves slightly while the predictions of this tiny set agree.
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)
+    assert bf16["loss"] != fp32["loss"]
+    assert bf16["top1"] == pytest.approx(fp32["top1"], abs=0.2)
+
+
+def test_unknown_precision_raises(trained: tuple[Path, Path]) -> None:
+    run_dir, data_dir = trained
+    with pytest.raises(ValueError, match="Unknown precision 'fp16'"):
+        evaluate(run_dir, data_dir, precision="fp16")
+
+
 def test_separate_folder_maps_by_name(trained: tuple[Path, Path], tmp_path: Path) -> None:
     run_dir, _ = trained
     # Two of the three breeds, and a file that does not decode.

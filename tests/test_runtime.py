@@ -158,3 +158,69 @@ def test_allocator_on_real_glibc() -> None:
     # The tuning runs before torch is imported, so it applies to every tensor allocation.
     assert tuned.stdout.split() == ["True", "False"]
     assert untuned.stdout.split() == ["False", "False"]
+
+
+def _write_cpuinfo(path, flags: str):
+    path.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 {flags}\n\nprocessor\t: 1\n")
+    return path
+
+
+def test_amx_flag_read_from_cpuinfo(tmp_path) -> None:
+    assert runtime.cpu_has_amx_bf16(_write_cpuinfo(tmp_path / "amx", "avx512f amx_tile amx_bf16 amx_int8"))
+    assert not runtime.cpu_has_amx_bf16(_write_cpuinfo(tmp_path / "no-amx", "avx512f avx512_bf16 amx_tile"))
+    assert not runtime.cpu_has_amx_bf16(tmp_path / "missing")
+
+
+def test_fp32_precision_means_no_autocast() -> None:
+    assert runtime.resolve_precision("fp32", torch.device("cpu")) is None
+    with runtime.autocast(torch.device("cpu"), None):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_on_cpu_follows_amx(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
+    monkeypatch.setattr(runtime, "cpu_has_amx_bf16", lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    expected = torch.bfloat16 if amx else None
+    assert runtime.resolve_precision("auto", torch.device("cpu")) is expected
+
+
+@pytest.mark.parametrize("bf16_supported", [True, False])
+def test_auto_precision_on_cuda_follows_bf16_support(monkeypatch: pytest.MonkeyPatch, bf16_supported: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_supported)
+    expected = torch.bfloat16 if bf16_supported else None
+    assert runtime.resolve_precision("auto", torch.device("cuda")) is expected
+
+
+def test_auto_precision_on_mps_is_fp32() -> None:
+    assert runtime.resolve_precision("auto", torch.device("mps")) is None
+
+
+def test_bf16_without_support_names_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.raises(ValueError, match=r"'bf16'.*'cpu'.*--precision fp32"):
+        runtime.resolve_precision("bf16", torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"'bf16'.*'mps'.*--precision fp32"):
+        runtime.resolve_precision("bf16", torch.device("mps"))
+
+
+def test_bf16_without_amx_warns(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(runtime, "cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="dogbreeds.runtime"):
+        assert runtime.resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+    assert "no AMX" in caplog.text
+
+
+def test_unknown_precision_names_choices() -> None:
+    with pytest.raises(ValueError, match=r"'fp16'.*auto, fp32, bf16"):
+        runtime.resolve_precision("fp16", torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 instructions")
+def test_bf16_autocast_runs_convolutions_in_bf16() -> None:
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with runtime.autocast(torch.device("cpu"), torch.bfloat16):
+        output = conv(torch.randn(2, 3, 8, 8))
+    assert output.dtype == torch.bfloat16
+    assert conv.weight.dtype == torch.float32

@@ -100,6 +100,7 @@ def test_no_options_give_defaults() -> None:
         (["--optimizer", "adam"], "invalid choice: 'adam'"),
         (["--label-smoothing", "1"], "Label smoothing"),
         (["--min-scale", "0"], "Minimum crop scale"),
+        (["--precision", "fp16"], "invalid choice: 'fp16'"),
     ],
 )
 def test_invalid_values_exit_2(argv: list[str], expected: str, capsys: pytest.CaptureFixture,

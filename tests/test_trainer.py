@@ -493,3 +493,39 @@ def test_resume_without_epochs_left_raises(data_dir: Path, tmp_path: Path) -> No
         assert f"already completed 2 epochs; epochs {epochs} leaves nothing to train" in message
         assert "epochs to 3 or more" in message
         assert str(first.run_dir) in message
+
+
+def _record_autocast_in_linear(monkeypatch: pytest.MonkeyPatch) -> list[torch.dtype | None]:
+    """Record, for every training-mode Linear forward, the CPU autocast dtype in effect (None when off)."""
+    seen: list[torch.dtype | None] = []
+    original = torch.nn.Linear.forward
+
+    def forward(self, inputs):
+        if self.training:
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return original(self, inputs)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", forward)
+    return seen
+
+
+@pytest.mark.parametrize("precision, expected", [("fp32", None), ("bf16", torch.bfloat16)])
+def test_precision_sets_autocast(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 caplog: pytest.LogCaptureFixture, precision: str, expected) -> None:
+    if expected is not None and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no bf16 instructions")
+    seen = _record_autocast_in_linear(monkeypatch)
+
+    with caplog.at_level(logging.INFO, logger="dogbreeds.trainer"):
+        result = fit(tiny_config(data_dir, tmp_path, precision=precision, epochs=1))
+
+    assert seen and set(seen) == {expected}
+    assert math.isfinite(result.history[-1]["train_loss"])
+    assert ("bf16 autocast" if expected else "(1 process, fp32)") in caplog.text
+    assert _read_json(result.run_dir / "config.json")["train_config"]["precision"] == precision
+
+
+def test_unknown_precision_raises_before_data(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"Unknown precision 'fp16'.*auto, fp32, bf16"):
+        fit(tiny_config(tmp_path / "no-images", tmp_path, precision="fp16"))
+    assert not (tmp_path / "runs").exists()
