@@ -234,21 +234,27 @@ def default_processes() -> int:
 
 
 class TrainingStep:
-    """One optimizer step as fit() takes it on the CPU: same model, optimizer, schedule, loss and memory format.
+    """One optimizer step as fit() takes it on the CPU: same model, optimizer, schedule, loss, memory format and
+    precision.
 
-    The optimizer and learning-rate schedule come from dogbreeds.trainer with TrainConfig defaults, so this step
-    and fit() do the same arithmetic per batch. Only the data source differs.
+    The optimizer and learning-rate schedule come from dogbreeds.trainer with TrainConfig defaults, and the
+    precision from dogbreeds.runtime.resolve_precision, so this step and fit() do the same arithmetic per batch.
+    Only the data source differs.
     """
 
-    def __init__(self, arch: str, image_size: int, num_classes: int, batch_size: int = 64, seed: int = 0) -> None:
+    def __init__(self, arch: str, image_size: int, num_classes: int, batch_size: int = 64, seed: int = 0,
+                 precision: str = "auto") -> None:
         import torch
         from torch import nn
 
         from dogbreeds.config import TrainConfig
         from dogbreeds.models import create_model, wants_channels_last
+        from dogbreeds.runtime import resolve_precision
         from dogbreeds.trainer import build_optimizer, cosine_with_warmup
 
         torch.manual_seed(seed)
+        self.device = torch.device("cpu")
+        self.autocast_dtype = resolve_precision(precision, self.device)
         config = TrainConfig(arch=arch, image_size=image_size, batch_size=batch_size).resolved()
         self.model = create_model(arch, num_classes, image_size=image_size)
         self.channels_last = wants_channels_last(self.model)
@@ -275,8 +281,12 @@ class TrainingStep:
         """Run forward, backward and the optimizer step on one batch; return the loss."""
         import torch
 
+        from dogbreeds.runtime import autocast
+
         images = images.to(memory_format=self.memory_format)
-        loss = self.criterion(self.model(images).float(), labels)
+        with autocast(self.device, self.autocast_dtype):
+            logits = self.model(images)
+        loss = self.criterion(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

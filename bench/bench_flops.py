@@ -4,11 +4,14 @@ The FLOPs of one training step (forward and backward of a batch of 64 at 128 px)
 torch.utils.flop_counter, which counts 2 FLOPs per multiply-accumulate of convolutions and matrix products and
 leaves out element-wise work. Dividing them by the measured time of the full training step as fit() takes it
 (forward, backward, optimizer and schedule step, channels_last) gives the model's GFLOP/s. The reference is
-torch.mm on large square float32 matrices with all torch threads, measured before and after the model steps.
+torch.mm on large square matrices of the same dtype with all torch threads, measured before and after the model
+steps. Both precisions of dogbreeds.train are measured: fp32, and bf16 autocast where the CPU has bf16
+instructions.
 
-Target: resnet18 GFLOP/s / torch.mm GFLOP/s >= 0.85.
+Target: for the precision that fit() uses by default on this machine (--precision auto), resnet18 GFLOP/s /
+torch.mm GFLOP/s in that dtype >= 0.85.
 
-    python bench/bench_flops.py            # full run, about 3 minutes on 2 cores
+    python bench/bench_flops.py            # full run, about 4 minutes on 2 cores
     python bench/bench_flops.py --quick    # short check of the script, figures not meaningful
 """
 
@@ -53,14 +56,14 @@ def step_seconds(step: common.TrainingStep, steps: int, warmup: int) -> list[flo
     return seconds
 
 
-def matmul_gflops(size: int, repeats: int) -> list[float]:
-    """Return the GFLOP/s of `repeats` float32 torch.mm calls on [size, size] matrices, after one warm-up."""
+def matmul_gflops(size: int, repeats: int, dtype: "torch.dtype") -> list[float]:  # noqa: F821
+    """Return the GFLOP/s of `repeats` torch.mm calls on [size, size] matrices of `dtype`, after one warm-up."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator)
-    b = torch.randn(size, size, generator=generator)
-    out = torch.empty(size, size)
+    a = torch.randn(size, size, generator=generator).to(dtype)
+    b = torch.randn(size, size, generator=generator).to(dtype)
+    out = torch.empty(size, size, dtype=dtype)
     torch.mm(a, b, out=out)
 
     rates = []
@@ -89,37 +92,72 @@ def parse_arguments() -> argparse.Namespace:
     return options
 
 
+def measure(options: argparse.Namespace, precision: str, flops: int) -> dict:
+    """Time the training step in `precision` between two torch.mm series in the matching dtype."""
+    import torch
+
+    step = common.TrainingStep(options.arch, options.image_size, options.classes, options.batch_size,
+                               precision=precision)
+    dtype = step.autocast_dtype or torch.float32
+    matmul_before = matmul_gflops(options.matmul_size, options.matmul_repeats, dtype)
+    seconds = step_seconds(step, options.steps, warmup=3)
+    matmul_after = matmul_gflops(options.matmul_size, options.matmul_repeats, dtype)
+
+    step_time = common.median(seconds)
+    return {
+        "precision": precision,
+        "dtype": str(dtype).removeprefix("torch."),
+        "step_ms": 1000 * step_time,
+        "model": flops / step_time / 1e9,
+        "matmul": common.median(matmul_before + matmul_after),
+        "matmul_before": common.median(matmul_before),
+        "matmul_after": common.median(matmul_after),
+    }
+
+
 def main() -> int:
     options = parse_arguments()
 
     import torch
 
-    from dogbreeds.runtime import configure_allocator
+    from dogbreeds.runtime import configure_allocator, resolve_precision
 
     configure_allocator()
     common.print_machine()
 
-    step = common.TrainingStep(options.arch, options.image_size, options.classes, options.batch_size)
-    flops = training_flops(step)
-    matmul_before = matmul_gflops(options.matmul_size, options.matmul_repeats)
-    seconds = step_seconds(step, options.steps, warmup=3)
-    matmul_after = matmul_gflops(options.matmul_size, options.matmul_repeats)
+    cpu = torch.device("cpu")
+    default_precision = "fp32" if resolve_precision("auto", cpu) is None else "bf16"
+    precisions = ["fp32"] + (["bf16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else [])
+    print(f"fit() trains in {default_precision} by default on this machine (--precision auto); measuring "
+          f"{', '.join(precisions)}")
 
-    step_time = common.median(seconds)
-    model_gflops = flops / step_time / 1e9
-    matmul = common.median(matmul_before + matmul_after)
-    ratio = model_gflops / matmul
+    flops = training_flops(common.TrainingStep(options.arch, options.image_size, options.classes,
+                                               options.batch_size, precision="fp32"))
+    print(f"{options.arch} at {options.image_size} px, batch {options.batch_size}: {flops / 1e9:.2f} GFLOP per "
+          f"training step (forward + backward, torch.utils.flop_counter), {options.steps} timed steps per precision")
 
-    print(f"{options.arch} at {options.image_size} px, batch {options.batch_size}: {flops / 1e9:.2f} GFLOP per training "
-          f"step (forward + backward, torch.utils.flop_counter), median step {1000 * step_time:.0f} ms over "
-          f"{options.steps} steps")
-    print(f"torch.mm {options.matmul_size}x{options.matmul_size} float32 on {torch.get_num_threads()} threads: median "
-          f"{common.median(matmul_before):.1f} GFLOP/s before the model steps, {common.median(matmul_after):.1f} after\n")
+    results = {precision: measure(options, precision, flops) for precision in precisions}
+    fp32_matmul = results["fp32"]["matmul"]
+    rows = []
+    for result in results.values():
+        print(f"{result['precision']}: median step {result['step_ms']:.0f} ms; torch.mm {options.matmul_size}x"
+              f"{options.matmul_size} {result['dtype']} on {torch.get_num_threads()} threads: median "
+              f"{result['matmul_before']:.1f} GFLOP/s before the steps, {result['matmul_after']:.1f} after")
+        rows.append([
+            result["precision"] + (" (fit default)" if result["precision"] == default_precision else ""),
+            round(result["model"], 1), round(result["matmul"], 1), round(result["model"] / result["matmul"], 3),
+            round(result["model"] / fp32_matmul, 3),
+        ])
+
+    print()
     common.print_table(
-        ["measure", "GFLOP/s"],
-        [[f"{options.arch} training step", round(model_gflops, 1)], ["torch.mm", round(matmul, 1)]],
+        ["precision", f"{options.arch} GFLOP/s", "torch.mm GFLOP/s, same dtype", "ratio", "ratio to fp32 torch.mm"],
+        rows,
     )
-    print(f"\nratio {options.arch} / torch.mm: {ratio:.3f} (target >= {TARGET_RATIO}): {common.verdict(ratio >= TARGET_RATIO)}")
+    default = results[default_precision]
+    ratio = default["model"] / default["matmul"]
+    print(f"\nratio {options.arch} / torch.mm in fit's default precision ({default_precision}): {ratio:.3f} "
+          f"(target >= {TARGET_RATIO}): {common.verdict(ratio >= TARGET_RATIO)}")
     print(f"load average (1 min) at end: {common.load_average():.2f}")
     if options.quick:
         print("--quick: smaller batch and matrices; run without --quick to measure.")

@@ -6,8 +6,8 @@ For each architecture at its default image size, measured side by side in one pr
   500x375), decoded-image cache on, CPU. The cache is built before the first epoch starts, so no epoch includes
   it. Epoch 1 is a warm-up. The images/s of the later epochs come from fit's epoch events, which count
   training batches only.
-- tensors: the same model, optimizer, schedule and memory format stepping on one in-memory batch of 64, timed in
-  blocks of as many steps as fit's epoch has batches.
+- tensors: the same model, optimizer, schedule, memory format and precision stepping on in-memory batches of 64,
+  timed in blocks of as many steps as fit's epoch has batches.
 - torchvision: ImageFolder + DataLoader (shuffle, persistent workers) with RandomResizedCrop + RandomHorizontalFlip
   + ToTensor + Normalize, feeding the same training step. Epoch 1 is a warm-up.
 
@@ -38,7 +38,8 @@ TORCHVISION_TARGET_ARCHS = ("custom_cnn", "resfcn18")
 BATCH_SIZE = 64
 
 
-def fit_rates(arch: str, data_dir: Path, epochs: int, runs_dir: Path) -> tuple[list[float], int, float]:
+def fit_rates(arch: str, data_dir: Path, epochs: int, runs_dir: Path,
+              precision: str) -> tuple[list[float], int, float]:
     """Train `arch` with fit(); return (images/s of epochs 2..N, batches per epoch, seconds before epoch 1)."""
     from dogbreeds.config import TrainConfig
     from dogbreeds.trainer import fit
@@ -57,7 +58,7 @@ def fit_rates(arch: str, data_dir: Path, epochs: int, runs_dir: Path) -> tuple[l
             rates.append(event.metrics["images_per_s"])
 
     config = TrainConfig(train_dir=data_dir, arch=arch, epochs=epochs, batch_size=BATCH_SIZE, device="cpu",
-                         out=runs_dir, cache_dir=common.OUT_DIR / "cache")
+                         out=runs_dir, cache_dir=common.OUT_DIR / "cache", precision=precision)
     fit(config, on_event=on_event)
     return rates, batches, preparation
 
@@ -96,6 +97,7 @@ def torchvision_rates(step: common.TrainingStep, data_dir: Path, epochs: int, wo
 
 def parse_arguments() -> argparse.Namespace:
     from dogbreeds.models import MODEL_NAMES
+    from dogbreeds.runtime import PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--archs", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
@@ -106,6 +108,8 @@ def parse_arguments() -> argparse.Namespace:
                         help="epochs per pipeline, the first a warm-up; at least 2 (default: 4)")
     parser.add_argument("--torchvision-workers", type=int, default=2,
                         help="DataLoader worker processes of the torchvision pipeline (default: 2)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="training precision of every pipeline, as dogbreeds.train's option (default: auto)")
     parser.add_argument("--quick", action="store_true",
                         help="short check of the script: 120 classes x 3 images, 2 epochs; figures not meaningful")
     options = parser.parse_args()
@@ -120,7 +124,9 @@ def main() -> int:
     options = parse_arguments()
 
     from dogbreeds.models import DEFAULT_IMAGE_SIZE
-    from dogbreeds.runtime import configure_allocator, setup_logging
+    import torch
+
+    from dogbreeds.runtime import configure_allocator, describe_precision, resolve_precision, setup_logging
 
     tuned = configure_allocator()
     setup_logging(logging.WARNING)
@@ -131,7 +137,8 @@ def main() -> int:
     data_dir = common.ensure_image_set(spec)
     print(f"data: {common.describe_image_set(data_dir)}")
     print(f"batch {BATCH_SIZE}, {options.epochs} epochs per pipeline (epoch 1 not counted), "
-          f"torchvision DataLoader with {options.torchvision_workers} workers\n")
+          f"torchvision DataLoader with {options.torchvision_workers} workers, precision {options.precision} "
+          f"({describe_precision(resolve_precision(options.precision, torch.device('cpu')))} here)\n")
 
     rows = []
     all_passed = True
@@ -139,13 +146,14 @@ def main() -> int:
     for arch in options.archs:
         size = DEFAULT_IMAGE_SIZE[arch]
         with tempfile.TemporaryDirectory(prefix="runs-", dir=common.OUT_DIR) as runs_dir:
-            fit_per_epoch, batches, preparation = fit_rates(arch, data_dir, options.epochs, Path(runs_dir))
+            fit_per_epoch, batches, preparation = fit_rates(arch, data_dir, options.epochs, Path(runs_dir),
+                                                            options.precision)
         print(f"{arch}: data preparation before epoch 1 (scan, check, cache build or reuse) {preparation:.1f} s")
 
-        step = common.TrainingStep(arch, size, options.classes, BATCH_SIZE)
+        step = common.TrainingStep(arch, size, options.classes, BATCH_SIZE, precision=options.precision)
         tensor_per_block = common.images_per_second_on_tensors(step, batches, options.epochs - 1)
 
-        step = common.TrainingStep(arch, size, options.classes, BATCH_SIZE)
+        step = common.TrainingStep(arch, size, options.classes, BATCH_SIZE, precision=options.precision)
         torchvision_per_epoch = torchvision_rates(step, data_dir, options.epochs, options.torchvision_workers)
 
         fit_rate = common.median(fit_per_epoch)
