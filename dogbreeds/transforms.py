@@ -149,6 +149,8 @@ class BatchAugment:
             )
         count, _, height, width = batch_uint8.shape
         size = self.image_size
+        if self.min_scale >= 1.0 and height >= size and width >= size:
+            return self._evaluation_crops(batch_uint8, generator)
 
         boxes = self.sample_boxes(count, height, width, generator).tolist()
         if self.hflip:
@@ -161,6 +163,18 @@ class BatchAugment:
             window = batch_uint8[index : index + 1, :, top:bottom, left:right]
             resized = F.interpolate(window, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             crops[index] = resized[0].flip(-1) if flips[index] else resized[0]
+        return normalize(crops)
+
+    def _evaluation_crops(self, batch_uint8: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Return the normalized evaluation crops, randomly flipped, of a batch at least image_size on each side.
+
+        The crop box then equals the output size, so the per-image resize of __call__ would copy pixels one by
+        one. One batched slice and flip gives the same values in a few operations.
+        """
+        crops = center_crop(batch_uint8, self.image_size)
+        if self.hflip:
+            flips = torch.rand(len(crops), generator=generator) < 0.5
+            crops = torch.where(flips.view(-1, 1, 1, 1), crops.flip(-1), crops)
         return normalize(crops)
 
     def sample_boxes(

@@ -8,6 +8,7 @@ import imagegen
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from dogbreeds.decode import load_rgb
@@ -252,6 +253,27 @@ def test_augment_flip_varies_with_seed() -> None:
         assert torch.allclose(first[index], expected, atol=1e-5)
     assert 0 < sum(first_flipped) < 32
     assert first_flipped != second_flipped
+
+
+@pytest.mark.parametrize("side", [8, 9, 12])
+def test_augment_evaluation_crop_matches_per_image_resize(side: int) -> None:
+    # With min_scale=1 the batched crop-and-flip shortcut must give the bits of the general path: each image
+    # resized from its box on its own, then flipped by the same draw.
+    batch = torch.randint(0, 256, (20, 3, side, side), dtype=torch.uint8)
+    augment = BatchAugment(8, min_scale=1.0, hflip=True)
+
+    result = augment(batch, torch.Generator().manual_seed(7))
+
+    generator = torch.Generator().manual_seed(7)
+    boxes = augment.sample_boxes(20, side, side, generator).tolist()
+    flips = (torch.rand(20, generator=generator) < 0.5).tolist()
+    expected = []
+    for index, (left, top, right, bottom) in enumerate(boxes):
+        window = batch[index : index + 1, :, top:bottom, left:right]
+        resized = F.interpolate(window, size=(8, 8), mode="bilinear", antialias=True, align_corners=False)[0]
+        expected.append(resized.flip(-1) if flips[index] else resized)
+    assert torch.equal(result, normalize(torch.stack(expected)))
+    assert 0 < sum(flips) < 20
 
 
 def test_augment_without_flip_keeps_orientation() -> None:
