@@ -369,6 +369,26 @@ def test_prefetch_keeps_thread_count(image_root, tmp_path) -> None:
     assert seen_by_new_thread == [before]
 
 
+def test_prefetch_producer_runs_single_threaded() -> None:
+    # The producer's count must hold even when its torch work starts after the consumer has restored its own.
+    before = torch.get_num_threads()
+    if before < 2:
+        pytest.skip("torch runs one thread here, so a single-threaded producer is not observable")
+    consumer_restored = threading.Event()
+
+    def source():
+        yield None
+        consumer_restored.wait(timeout=10)
+        yield torch.get_num_threads()
+
+    items = data_module._prefetch(source(), depth=2)
+    assert next(items) is None
+    consumer_restored.set()
+
+    assert next(items) == 1
+    assert torch.get_num_threads() == before
+
+
 def test_prefetch_off_gives_same_batches(image_root, tmp_path) -> None:
     data = prepare_data(_settings(image_root, tmp_path))
     with_thread = BatchLoader(data.train, 4, train=True, image_size=IMAGE_SIZE, prefetch=True)
