@@ -8,6 +8,8 @@ For each architecture at its default image size, measured side by side in one pr
   training batches only.
 - tensors: the same model, optimizer, schedule, memory format and precision stepping on in-memory batches of 64,
   timed in blocks of as many steps as fit's epoch has batches.
+- fit, no augmentation: the same with min_scale=1 and no flips, to tell the cost of the random crops from the
+  rest of the pipeline. No target.
 - torchvision: ImageFolder + DataLoader (shuffle, persistent workers) with RandomResizedCrop + RandomHorizontalFlip
   + ToTensor + Normalize, feeding the same training step. Epoch 1 is a warm-up.
 
@@ -22,6 +24,7 @@ them). Run from anywhere:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -38,8 +41,8 @@ TORCHVISION_TARGET_ARCHS = ("custom_cnn", "resfcn18")
 BATCH_SIZE = 64
 
 
-def fit_rates(arch: str, data_dir: Path, epochs: int, runs_dir: Path,
-              precision: str) -> tuple[list[float], int, float]:
+def fit_rates(arch: str, data_dir: Path, epochs: int, runs_dir: Path, precision: str,
+              augment: bool = True) -> tuple[list[float], int, float]:
     """Train `arch` with fit(); return (images/s of epochs 2..N, batches per epoch, seconds before epoch 1)."""
     from dogbreeds.config import TrainConfig
     from dogbreeds.trainer import fit
@@ -59,6 +62,8 @@ def fit_rates(arch: str, data_dir: Path, epochs: int, runs_dir: Path,
 
     config = TrainConfig(train_dir=data_dir, arch=arch, epochs=epochs, batch_size=BATCH_SIZE, device="cpu",
                          out=runs_dir, cache_dir=common.OUT_DIR / "cache", precision=precision)
+    if not augment:
+        config = dataclasses.replace(config, min_scale=1.0, hflip=False)
     fit(config, on_event=on_event)
     return rates, batches, preparation
 
@@ -149,6 +154,9 @@ def main() -> int:
             fit_per_epoch, batches, preparation = fit_rates(arch, data_dir, options.epochs, Path(runs_dir),
                                                             options.precision)
         print(f"{arch}: data preparation before epoch 1 (scan, check, cache build or reuse) {preparation:.1f} s")
+        with tempfile.TemporaryDirectory(prefix="runs-", dir=common.OUT_DIR) as runs_dir:
+            plain_per_epoch, _, _ = fit_rates(arch, data_dir, options.epochs, Path(runs_dir), options.precision,
+                                              augment=False)
 
         step = common.TrainingStep(arch, size, options.classes, BATCH_SIZE, precision=options.precision)
         tensor_per_block = common.images_per_second_on_tensors(step, batches, options.epochs - 1)
@@ -157,6 +165,7 @@ def main() -> int:
         torchvision_per_epoch = torchvision_rates(step, data_dir, options.epochs, options.torchvision_workers)
 
         fit_rate = common.median(fit_per_epoch)
+        plain_rate = common.median(plain_per_epoch)
         tensor_rate = common.median(tensor_per_block)
         torchvision_rate = common.median(torchvision_per_epoch)
         vs_tensors = fit_rate / tensor_rate
@@ -168,17 +177,19 @@ def main() -> int:
         all_passed = all_passed and all(checks)
         torchvision_target = f">= {TARGET_VS_TORCHVISION}" if arch in TORCHVISION_TARGET_ARCHS else "none"
         rows.append([
-            arch, size, round(fit_rate, 1), round(tensor_rate, 1), round(torchvision_rate, 1),
-            round(vs_tensors, 3), round(vs_torchvision, 2), torchvision_target, common.verdict(all(checks)),
+            arch, size, round(fit_rate, 1), round(plain_rate, 1), round(tensor_rate, 1), round(torchvision_rate, 1),
+            round(vs_tensors, 3), round(plain_rate / tensor_rate, 3), round(vs_torchvision, 2), torchvision_target,
+            common.verdict(all(checks)),
         ])
 
     print()
     common.print_table(
-        ["arch", "px", "fit img/s", "tensors img/s", "torchvision img/s", "fit/tensors", "fit/torchvision",
-         "torchvision target", "result"],
+        ["arch", "px", "fit img/s", "fit, no augmentation", "tensors img/s", "torchvision img/s", "fit/tensors",
+         "no augmentation/tensors", "fit/torchvision", "torchvision target", "result"],
         rows,
     )
-    print(f"\ntargets: fit/tensors >= {TARGET_VS_TENSORS} for every architecture, fit/torchvision as listed")
+    print(f"\ntargets: fit/tensors >= {TARGET_VS_TENSORS} for every architecture, fit/torchvision as listed; "
+          f"'no augmentation' (--min-scale 1 --no-flip) has no target and shows the loader's cost without crops")
     print(f"load average (1 min) at end: {common.load_average():.2f}")
     if options.quick:
         print("--quick: too few batches for meaningful figures; run without --quick to measure.")
