@@ -17,7 +17,7 @@ Targets: fit / tensors >= 0.95 for every architecture; fit / torchvision >= 1.25
 The allocator settings of the training command line are applied at start-up (DOGBREEDS_MALLOC_TUNING=0 skips
 them). Run from anywhere:
 
-    python bench/bench_train.py            # full run, about 15 minutes on 2 cores
+    python bench/bench_train.py            # full run, about 5 minutes on 2 cores
     python bench/bench_train.py --quick    # short check of the script, figures not meaningful
 """
 
