@@ -617,12 +617,9 @@ def _prefetch(source: Iterator[Any], depth: int) -> Iterator[Any]:
                 continue
         return False
 
-    # The producer's torch operations run on one thread. With torch's default, the producer starts its own OpenMP
-    # team as large as the training thread's, and after each operation that team spins on the cores the training
-    # step needs: one float conversion per batch cost resfcn18 18 % of its speed on 2 cores.
-    # torch.set_num_threads() sets the calling thread's count and also the default that a thread adopts at its
-    # first parallel operation. So the producer sets 1 and adopts it at once (get_num_threads), and only then does
-    # the consumer set its own count again, which restores the default for every other thread.
+    # The producer runs torch on one thread: its own OpenMP team would spin on the cores the training step needs
+    # (18 % of resfcn18's speed on 2 cores). A thread adopts the process default at its first parallel operation,
+    # so the producer adopts 1 at once, before the consumer restores its own count and with it the default.
     threads = torch.get_num_threads()
     single_threaded = threading.Event()
 
