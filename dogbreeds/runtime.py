@@ -140,9 +140,9 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """Return the autocast dtype for training on `device`, or None for float32.
 
     ``"auto"`` picks bf16 on CUDA GPUs that support it and on CPUs with AMX, where bf16 convolutions and matrix
-    products run several times faster than float32 (a resnet18 training step at 128 px ran 2.1 times as fast
-    on a 2-core Sapphire Rapids VM). Elsewhere bf16 is emulated or unsupported, so auto keeps float32. An explicit ``"bf16"`` on
-    such a device raises ValueError with the fix, instead of training at a fraction of the speed.
+    products run several times faster than float32 (a resnet18 training step at 128 px ran 2.1 times as fast on
+    a 2-core Sapphire Rapids VM). Elsewhere auto keeps float32. An explicit ``"bf16"`` raises ValueError with the
+    fix on a device without bf16 support, and logs a warning on a CPU that has bf16 instructions but no AMX.
     """
     import torch
 
