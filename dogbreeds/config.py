@@ -103,7 +103,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first invalid setting and its valid range. Touches no files."""
         from dogbreeds.models import MODEL_NAMES, check_image_size
-        from dogbreeds.runtime import PRECISIONS
+        from dogbreeds.runtime import check_precision
 
         if self.arch not in MODEL_NAMES:
             raise ValueError(f"Unknown architecture {self.arch!r}: expected one of {', '.join(MODEL_NAMES)}.")
@@ -122,8 +122,7 @@ class TrainConfig:
         _check(0 < self.val_fraction < 1, f"validation fraction must be between 0 and 1 (exclusive), "
                                           f"got {self.val_fraction}.")
         _check(0 < self.min_scale <= 1, f"minimum crop scale must be in (0, 1], got {self.min_scale}.")
-        _check(self.precision in PRECISIONS,
-               f"Unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}.")
+        check_precision(self.precision)
         _check(self.workers is None or self.workers >= 0, f"workers must be zero or positive, got {self.workers}.")
         _check(self.patience is None or self.patience >= 1, f"patience must be at least 1 epoch, "
                                                             f"got {self.patience}.")

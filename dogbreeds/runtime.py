@@ -123,7 +123,7 @@ def resolve_device(name: str) -> torch.device:
 def cpu_has_amx_bf16(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> bool:
     """Return True when the CPU has AMX bf16 tile instructions (Intel Sapphire Rapids and later).
 
-    Read from Linux's /proc/cpuinfo, so it is False on other operating systems; torch has no public query.
+    Read from Linux's /proc/cpuinfo, because torch has no public query, so it is False on other systems.
     """
     try:
         cpuinfo = cpuinfo_path.read_text(encoding="utf-8", errors="replace")
@@ -136,18 +136,23 @@ def cpu_has_amx_bf16(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> bool:
     return False
 
 
+def check_precision(name: str) -> None:
+    """Raise ValueError unless `name` is one of PRECISIONS. Imports no torch, so config validation can use it."""
+    if name not in PRECISIONS:
+        raise ValueError(f"Unknown precision {name!r}: expected one of {', '.join(PRECISIONS)}.")
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """Return the autocast dtype for training on `device`, or None for float32.
 
     ``"auto"`` picks bf16 on CUDA GPUs that support it and on CPUs with AMX, where bf16 convolutions and matrix
-    products run several times faster than float32 (a resnet18 training step at 128 px ran 2.1 times as fast on
-    a 2-core Sapphire Rapids VM). Elsewhere auto keeps float32. An explicit ``"bf16"`` raises ValueError with the
+    products run several times faster than float32. A resnet18 training step at 128 px ran 2.1 times as fast on
+    a 2-core Sapphire Rapids VM. Elsewhere auto keeps float32. An explicit ``"bf16"`` raises ValueError with the
     fix on a device without bf16 support, and logs a warning on a CPU that has bf16 instructions but no AMX.
     """
     import torch
 
-    if name not in PRECISIONS:
-        raise ValueError(f"Unknown precision {name!r}: expected one of {', '.join(PRECISIONS)}.")
+    check_precision(name)
     if name == "fp32":
         return None
 
@@ -168,7 +173,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
             f"Use --precision fp32 (or auto) instead."
         )
     if not fast:
-        logger.warning("%s has bf16 instructions but no AMX tiles; bf16 training may be slower than fp32", device)
+        logger.warning("%s has bf16 instructions but no AMX tiles, so bf16 training may be slower than fp32", device)
     return torch.bfloat16
 
 
