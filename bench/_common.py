@@ -249,12 +249,13 @@ class TrainingStep:
 
         from dogbreeds.config import TrainConfig
         from dogbreeds.models import create_model, wants_channels_last
-        from dogbreeds.runtime import resolve_precision
+        from dogbreeds.runtime import autocast, resolve_precision
         from dogbreeds.trainer import build_optimizer, cosine_with_warmup
 
         torch.manual_seed(seed)
         self.device = torch.device("cpu")
         self.autocast_dtype = resolve_precision(precision, self.device)
+        self.autocast = autocast
         config = TrainConfig(arch=arch, image_size=image_size, batch_size=batch_size).resolved()
         self.model = create_model(arch, num_classes, image_size=image_size)
         self.channels_last = wants_channels_last(self.model)
@@ -281,10 +282,8 @@ class TrainingStep:
         """Run forward, backward and the optimizer step on one batch; return the loss."""
         import torch
 
-        from dogbreeds.runtime import autocast
-
         images = images.to(memory_format=self.memory_format)
-        with autocast(self.device, self.autocast_dtype):
+        with self.autocast(self.device, self.autocast_dtype):
             logits = self.model(images)
         loss = self.criterion(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
