@@ -403,7 +403,7 @@ class _TrainingRun:
         for batch_index, (images, labels) in enumerate(train_loader, start=1):
             images, labels = self._to_device(images, labels)
 
-            # the forward pass may run in bf16 (see runtime.resolve_precision); the loss is computed in float32
+            # The forward pass may run in bf16 (see runtime.resolve_precision). The loss is computed in float32.
             with autocast(self.device, self.autocast_dtype):
                 logits = model(images)
             loss = criterion(logits.float(), labels)

@@ -186,7 +186,7 @@ def test_auto_precision_on_cpu_follows_amx(monkeypatch: pytest.MonkeyPatch, amx:
 
 
 @pytest.mark.parametrize("bf16_supported", [True, False])
-def test_auto_precision_on_cuda_follows_bf16_support(monkeypatch: pytest.MonkeyPatch, bf16_supported: bool) -> None:
+def test_auto_precision_follows_cuda_support(monkeypatch: pytest.MonkeyPatch, bf16_supported: bool) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_supported)
     expected = torch.bfloat16 if bf16_supported else None
     assert runtime.resolve_precision("auto", torch.device("cuda")) is expected
