@@ -11,7 +11,12 @@ instructions.
 Target: for the precision that fit() uses by default on this machine (--precision auto), resnet18 GFLOP/s /
 torch.mm GFLOP/s in that dtype >= 0.85.
 
-    python bench/bench_flops.py            # full run, about 4 minutes on 2 cores
+A profile of a few more steps then gives the ceiling that torch's own kernels set: the same FLOPs divided by the
+time of the convolution and matrix-product kernels alone (forward and backward), as if batch norm, ReLU, pooling,
+the optimizer and Python took no time at all. A ceiling below the target means that no change to the training
+loop can reach it with these kernels.
+
+    python bench/bench_flops.py            # full run, about 1 minute on 2 cores
     python bench/bench_flops.py --quick    # short check of the script, figures not meaningful
 """
 
@@ -56,6 +61,33 @@ def step_seconds(step: common.TrainingStep, steps: int, warmup: int) -> list[flo
     return seconds
 
 
+# Operators that contain all the FLOPs that flop_counter counts for resnet18: the convolutions and the
+# classifier's matrix products, forward and backward.
+MATRIX_KERNELS = frozenset({
+    "aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution", "aten::convolution_overrideable",
+    "aten::addmm", "aten::mm", "aten::bmm", "aten::linear",
+})
+
+
+def kernel_seconds(step: common.TrainingStep, steps: int) -> tuple[float, float]:
+    """Profile `steps` training steps; return (seconds per step in MATRIX_KERNELS, seconds per step in all operators).
+
+    Self times are summed, so a kernel that calls another counts once. The profiler adds a little time to each
+    operator. That inflates the share of the many small operators but hardly changes the kernels' own time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    batches = [step.random_batch(seed) for seed in range(min(steps, 8))]
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for index in range(steps):
+            step(*batches[index % len(batches)])
+
+    events = profiler.key_averages()
+    matrix = sum(event.self_cpu_time_total for event in events if event.key in MATRIX_KERNELS)
+    total = sum(event.self_cpu_time_total for event in events)
+    return matrix / 1e6 / steps, total / 1e6 / steps
+
+
 def matmul_gflops(size: int, repeats: int, dtype: "torch.dtype") -> list[float]:  # noqa: F821
     """Return the GFLOP/s of `repeats` torch.mm calls on [size, size] matrices of `dtype`, after one warm-up."""
     import torch
@@ -84,11 +116,14 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--matmul-size", type=int, default=2048, help="side of the square matrices (default: 2048)")
     parser.add_argument("--matmul-repeats", type=int, default=10,
                         help="timed torch.mm calls before and after the model steps, each (default: 10)")
+    parser.add_argument("--profile-steps", type=int, default=5,
+                        help="training steps profiled for the kernel ceiling (default: 5)")
     parser.add_argument("--quick", action="store_true",
                         help="short check of the script: 3 steps of 16 images, 1024 matrices; figures not meaningful")
     options = parser.parse_args()
     if options.quick:
         options.steps, options.batch_size, options.matmul_size, options.matmul_repeats = 3, 16, 1024, 3
+        options.profile_steps = 2
     return options
 
 
@@ -102,9 +137,12 @@ def measure(options: argparse.Namespace, precision: str, flops: int) -> dict:
     matmul_before = matmul_gflops(options.matmul_size, options.matmul_repeats, dtype)
     seconds = step_seconds(step, options.steps, warmup=3)
     matmul_after = matmul_gflops(options.matmul_size, options.matmul_repeats, dtype)
+    kernel_time, profiled_time = kernel_seconds(step, options.profile_steps)
 
     step_time = common.median(seconds)
     return {
+        "kernels": flops / kernel_time / 1e9,
+        "kernel_share": kernel_time / profiled_time,
         "precision": precision,
         "dtype": str(dtype).removeprefix("torch."),
         "step_ms": 1000 * step_time,
@@ -142,22 +180,28 @@ def main() -> int:
     for result in results.values():
         print(f"{result['precision']}: median step {result['step_ms']:.0f} ms; torch.mm {options.matmul_size}x"
               f"{options.matmul_size} {result['dtype']} on {torch.get_num_threads()} threads: median "
-              f"{result['matmul_before']:.1f} GFLOP/s before the steps, {result['matmul_after']:.1f} after")
+              f"{result['matmul_before']:.1f} GFLOP/s before the steps, {result['matmul_after']:.1f} after; "
+              f"convolution and matrix kernels {100 * result['kernel_share']:.0f} % of the profiled step")
         rows.append([
             result["precision"] + (" (fit default)" if result["precision"] == default_precision else ""),
             round(result["model"], 1), round(result["matmul"], 1), round(result["model"] / result["matmul"], 3),
-            round(result["model"] / fp32_matmul, 3),
+            round(result["model"] / fp32_matmul, 3), round(result["kernels"] / result["matmul"], 3),
         ])
 
     print()
     common.print_table(
-        ["precision", f"{options.arch} GFLOP/s", "torch.mm GFLOP/s, same dtype", "ratio", "ratio to fp32 torch.mm"],
+        ["precision", f"{options.arch} GFLOP/s", "torch.mm GFLOP/s, same dtype", "ratio", "ratio to fp32 torch.mm",
+         "ceiling: kernels alone / torch.mm"],
         rows,
     )
     default = results[default_precision]
     ratio = default["model"] / default["matmul"]
     print(f"\nratio {options.arch} / torch.mm in fit's default precision ({default_precision}): {ratio:.3f} "
           f"(target >= {TARGET_RATIO}): {common.verdict(ratio >= TARGET_RATIO)}")
+    ceiling = default["kernels"] / default["matmul"]
+    if ceiling < TARGET_RATIO:
+        print(f"the convolution and matrix kernels alone reach {ceiling:.3f} of torch.mm in {default_precision}, "
+              f"below the target even with every other operator taking no time")
     print(f"load average (1 min) at end: {common.load_average():.2f}")
     if options.quick:
         print("--quick: smaller batch and matrices; run without --quick to measure.")
