@@ -2,7 +2,8 @@
 
 A cache is two files in the cache folder that share a stem, ``<folder>-<root hash>-<side>px-<fingerprint>``:
 
-- ``.u8``: raw uint8 pixels shaped [N, 3, side, side], row i holding ``fit_square`` of ``paths[i]``.
+- ``.u8``: raw uint8 pixels shaped [N, side, side, 3], row i holding ``fit_square`` of ``paths[i]``. Channels are
+  the last axis, as in decoded images, so the training crops can hand rows to OpenCV without a copy.
 - ``.json``: the manifest: format version, fingerprint, shape, the CRC-32 of every row, and the files that failed
   to decode (their rows stay zero).
 
@@ -39,7 +40,8 @@ from dogbreeds.transforms import fit_square
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+# Format 2 stores rows as [side, side, 3]. Format 1 stored [3, side, side], and its caches are rebuilt.
+CACHE_FORMAT = 2
 
 # Files per task sent to a worker process: large enough to amortise the task overhead (one memmap open, one
 # pickled result), small enough for a smooth progress bar.
@@ -60,7 +62,7 @@ class CacheError(OSError):
 
 @dataclass
 class ImageCache:
-    """Open decoded-image cache: uint8 pixels shaped [count, 3, side, side] in a read-only memory map.
+    """Open decoded-image cache: uint8 pixels shaped [count, side, side, 3] in a read-only memory map.
 
     Pickling keeps only the file location and metadata, and the map is reopened on first use, so an ImageCache can
     be sent to worker processes under the ``spawn`` start method without copying the pixels.
@@ -74,7 +76,7 @@ class ImageCache:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (self.count, 3, self.side, self.side)
+        return (self.count, self.side, self.side, 3)
 
     @property
     def readable(self) -> list[bool]:
@@ -89,9 +91,12 @@ class ImageCache:
         return self._array
 
     def read(self, rows: Sequence[int]) -> torch.Tensor:
-        """Copy the given rows out of the map into a new uint8 tensor [len(rows), 3, side, side]."""
+        """Copy the given rows out of the map into a new uint8 tensor [len(rows), 3, side, side].
+
+        The tensor is in torch.channels_last memory format: a view of the copied [len(rows), side, side, 3] rows.
+        """
         batch = np.take(self.array, np.asarray(rows, dtype=np.int64), axis=0)
-        return torch.from_numpy(batch)
+        return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -308,7 +313,7 @@ def _build_cache(
         "fingerprint": fingerprint,
         "count": count,
         "side": side,
-        "shape": [count, 3, side, side],
+        "shape": [count, side, side, 3],
         "dtype": "uint8",
         "pillow": PIL.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -477,7 +482,7 @@ def _decode_chunk(task: tuple[str, int, int, list[tuple[int, str]]]) -> list[tup
     file_path, count, side, items = task
     # Writes through a shared map land in the page cache, where the parent and later readers see them. No flush is
     # needed, and one per chunk would force the whole file to disk again and again.
-    pixels = np.memmap(file_path, dtype=np.uint8, mode="r+", shape=(count, 3, side, side))
+    pixels = np.memmap(file_path, dtype=np.uint8, mode="r+", shape=(count, side, side, 3))
     results: list[tuple[int, int | None, str | None]] = []
     for row, path in items:
         try:
@@ -485,9 +490,8 @@ def _decode_chunk(task: tuple[str, int, int, list[tuple[int, str]]]) -> list[tup
         except ImageDecodeError as error:
             results.append((row, None, str(error)))
             continue
-        channels_first = np.ascontiguousarray(square.transpose(2, 0, 1))
-        pixels[row] = channels_first
-        results.append((row, zlib.crc32(channels_first), None))
+        pixels[row] = square
+        results.append((row, zlib.crc32(square), None))
     return results
 
 

@@ -561,7 +561,7 @@ class _EpochBatchSampler:
 
 
 class _DecodedImages(Dataset):
-    """Files decoded on demand into uint8 [3, side, side] arrays; picklable (strings and an int only)."""
+    """Files decoded on demand into uint8 [side, side, 3] arrays; picklable (strings and an int only)."""
 
     def __init__(self, paths: list[str], side: int) -> None:
         self.paths = paths
@@ -575,18 +575,21 @@ class _DecodedImages(Dataset):
             square = fit_square(load_rgb(self.paths[position], min_side=self.side), self.side)
         except ImageDecodeError as error:
             return position, None, str(error)
-        return position, np.ascontiguousarray(square.transpose(2, 0, 1)), None
+        return position, square, None
 
 
 def _collate_decoded(
     samples: list[tuple[int, np.ndarray | None, str | None]],
 ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
-    """Stack the decoded samples; return (uint8 pixels, int64 positions, [(position, error)] of failed ones)."""
+    """Stack the decoded samples; return (uint8 pixels, int64 positions, [(position, error)] of failed ones).
+
+    The pixels are [N, 3, side, side] in torch.channels_last memory format, the layout of the cache's batches.
+    """
     decoded = [(position, pixels) for position, pixels, _ in samples if pixels is not None]
     failures = [(position, error) for position, pixels, error in samples if pixels is None]
     if not decoded:
         return torch.empty((0, 3, 1, 1), dtype=torch.uint8), torch.empty(0, dtype=torch.int64), failures
-    pixels = torch.from_numpy(np.stack([array for _, array in decoded]))
+    pixels = torch.from_numpy(np.stack([array for _, array in decoded])).permute(0, 3, 1, 2)
     positions = torch.tensor([position for position, _ in decoded], dtype=torch.int64)
     return pixels, positions, failures
 

@@ -2,7 +2,8 @@
 
 Every image is first reduced to a uint8 square of side ``resize_size(S)`` (``fit_square``). Evaluation takes the
 centre ``S x S`` crop of that square. Training takes a random resized crop of it per sample, on uint8, and flips some
-samples horizontally. Both end with ImageNet normalisation.
+samples horizontally. Both end with ImageNet normalisation. Batches are [N, 3, H, W] tensors, usually in
+torch.channels_last memory format, which is how the image cache stores its rows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from dogbreeds.decode import load_rgb
@@ -87,8 +87,8 @@ def normalize(
     """Convert pixel values in 0..255 to float32 ``(x / 255 - mean) / std`` per channel.
 
     The input is a uint8 (or float, still in 0..255) tensor shaped [..., 3, H, W] and is left unchanged. The
-    arithmetic is one multiplication and one subtraction per element, so a sample gets the same bits alone or
-    inside a batch.
+    result has the input's memory format. The arithmetic is one multiplication and one subtraction per element,
+    so a sample gets the same bits alone, inside a batch, and in either memory format.
     """
     if batch_uint8.dim() < 3 or batch_uint8.shape[-3] != len(mean):
         raise ValueError(
@@ -100,6 +100,13 @@ def normalize(
 
     # In-place steps on one new tensor: allocating a second batch-sized tensor cost more than the arithmetic.
     result = batch_uint8.to(torch.float32, copy=True)
+    if result.dim() == 4 and result.numel() > 0 and result.is_contiguous(memory_format=torch.channels_last):
+        # With channels innermost, broadcasting [3, 1, 1] runs loops of 3 elements. The constants repeated over
+        # one image's pixels give loops as long as the image, which took 0.6 ms instead of 1.2 ms at 64 px.
+        count, channels, height, width = result.shape
+        pixels = result.permute(0, 2, 3, 1).reshape(count, height * width * channels)
+        pixels.mul_(scale.flatten().repeat(height * width)).sub_(shift.flatten().repeat(height * width))
+        return result
     return result.mul_(scale).sub_(shift)
 
 
@@ -124,9 +131,12 @@ class BatchAugment:
 
     Crop boxes follow torchvision's RandomResizedCrop: area fraction uniform in ``[min_scale, 1]``, log aspect ratio
     uniform in ``[log 3/4, log 4/3]``, whole-pixel sizes and corners, up to 10 tries, else the largest centred crop.
-    Each crop is resized on uint8 with ``F.interpolate(mode="bilinear", antialias=True)``, which took about 4 ms of
-    CPU time per 64 crops at 64 px (9 ms at 128 px) on a 2-core x86 machine, against 7 ms (27 ms) for one batched
-    ``torchvision.ops.roi_align`` on float32 (torch 2.14). Holds only numbers, so it pickles for worker processes.
+
+    Each crop is resized on uint8 by OpenCV: bilinear (``INTER_LINEAR``), or the area filter (``INTER_AREA``) when
+    the box is larger than the output on both axes. An enlarged crop then matches torch's antialiased bilinear
+    ``F.interpolate`` within one level. On a 2-core x86 machine, 64 crops at 64 px took 0.7 ms this way against
+    3.4 ms with ``F.interpolate`` (torch 2.14, OpenCV 5.1). The difference is about 3 % of a custom_cnn training
+    step. The object contains only numbers, so it pickles for worker processes.
     """
 
     def __init__(self, image_size: int, min_scale: float = 0.25, hflip: bool = True) -> None:
@@ -141,7 +151,11 @@ class BatchAugment:
         return f"BatchAugment(image_size={self.image_size}, min_scale={self.min_scale}, hflip={self.hflip})"
 
     def __call__(self, batch_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Return normalized float32 [N, 3, S, S] crops of a uint8 [N, 3, H, W] batch, drawn from ``generator``."""
+        """Return normalized float32 [N, 3, S, S] crops of a uint8 [N, 3, H, W] batch, drawn from ``generator``.
+
+        The random crops come out in torch.channels_last memory format. A batch in that format, as the image
+        cache gives, is read without a copy.
+        """
         if batch_uint8.dtype != torch.uint8 or batch_uint8.dim() != 4 or batch_uint8.shape[1] != 3:
             raise ValueError(
                 "BatchAugment expected a uint8 tensor shaped [N, 3, H, W], "
@@ -158,12 +172,20 @@ class BatchAugment:
         else:
             flips = [False] * count
 
-        crops = torch.empty((count, 3, size, size), dtype=torch.uint8)
+        import cv2  # imported here, so that prediction and the app start without loading OpenCV
+
+        # OpenCV takes [H, W, 3] rows whose channels are innermost, which a channels_last batch is already.
+        source = batch_uint8.permute(0, 2, 3, 1).contiguous().numpy()
+        crops = np.empty((count, size, size, 3), dtype=np.uint8)
         for index, (left, top, right, bottom) in enumerate(boxes):
-            window = batch_uint8[index : index + 1, :, top:bottom, left:right]
-            resized = F.interpolate(window, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            crops[index] = resized[0].flip(-1) if flips[index] else resized[0]
-        return normalize(crops)
+            window = source[index, top:bottom, left:right]
+            shrinks = right - left > size and bottom - top > size
+            interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
+            if flips[index]:
+                cv2.flip(cv2.resize(window, (size, size), interpolation=interpolation), 1, dst=crops[index])
+            else:
+                cv2.resize(window, (size, size), dst=crops[index], interpolation=interpolation)
+        return normalize(torch.from_numpy(crops).permute(0, 3, 1, 2))
 
     def _evaluation_crops(self, batch_uint8: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Return the normalized evaluation crops, randomly flipped, of a batch at least image_size on each side.

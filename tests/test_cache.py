@@ -29,7 +29,7 @@ def _images(root: Path, count: int = 6) -> list[Path]:
 
 
 def _expected_row(path: Path, side: int = SIDE) -> np.ndarray:
-    return fit_square(load_rgb(path, min_side=side), side).transpose(2, 0, 1)
+    return fit_square(load_rgb(path, min_side=side), side)
 
 
 def _cache_files(cache_dir: Path) -> list[str]:
@@ -44,7 +44,7 @@ def test_build_stores_fit_square_rows(tmp_path) -> None:
     assert cache.count == len(paths)
     assert cache.side == SIDE
     assert cache.errors == {}
-    assert cache.array.shape == (len(paths), 3, SIDE, SIDE)
+    assert cache.array.shape == (len(paths), SIDE, SIDE, 3)
     for row, path in enumerate(paths):
         assert np.array_equal(cache.array[row], _expected_row(path))
     files = _cache_files(tmp_path / "cache")
@@ -61,8 +61,9 @@ def test_read_returns_uint8_batch(tmp_path) -> None:
 
     assert batch.dtype == torch.uint8
     assert batch.shape == (3, 3, SIDE, SIDE)
-    assert np.array_equal(batch[0].numpy(), _expected_row(paths[4]))
-    assert np.array_equal(batch[1].numpy(), _expected_row(paths[0]))
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert np.array_equal(batch[0].permute(1, 2, 0).numpy(), _expected_row(paths[4]))
+    assert np.array_equal(batch[1].permute(1, 2, 0).numpy(), _expected_row(paths[0]))
 
 
 def test_second_open_decodes_nothing(tmp_path, monkeypatch) -> None:
@@ -104,7 +105,7 @@ def test_other_side_gets_own_cache(tmp_path) -> None:
 
     assert small.data_path != large.data_path
     assert small.data_path.exists()
-    assert large.array.shape[-1] == SIDE + 4
+    assert large.array.shape[1:3] == (SIDE + 4, SIDE + 4)
 
 
 def test_truncated_cache_is_rebuilt(tmp_path, monkeypatch, caplog) -> None:

@@ -131,6 +131,17 @@ def test_normalize_accepts_float_levels() -> None:
     assert torch.equal(normalize(levels.float()), normalize(levels))
 
 
+def test_normalize_channels_last_same_bits() -> None:
+    batch = torch.randint(0, 256, (4, 3, 5, 7), dtype=torch.uint8)
+    channels_last = batch.contiguous(memory_format=torch.channels_last)
+
+    result = normalize(channels_last)
+
+    assert result.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(result, normalize(batch))
+    assert torch.equal(channels_last, batch)
+
+
 def test_normalize_rejects_wrong_channels() -> None:
     with pytest.raises(ValueError, match="shaped"):
         normalize(torch.zeros(4, 5, 5, dtype=torch.uint8))
@@ -274,6 +285,65 @@ def test_augment_evaluation_crop_matches_per_image_resize(side: int) -> None:
         expected.append(resized.flip(-1) if flips[index] else resized)
     assert torch.equal(result, normalize(torch.stack(expected)))
     assert 0 < sum(flips) < 20
+
+
+def _torch_crops(batch: torch.Tensor, augment: BatchAugment, seed: int) -> tuple[torch.Tensor, list[list[int]]]:
+    """Return the uint8 crops that torch's antialiased bilinear resize makes from augment's boxes and flips."""
+    generator = torch.Generator().manual_seed(seed)
+    count, _, height, width = batch.shape
+    boxes = augment.sample_boxes(count, height, width, generator).tolist()
+    flips = (torch.rand(count, generator=generator) < 0.5).tolist()
+    size = augment.image_size
+    crops = []
+    for index, (left, top, right, bottom) in enumerate(boxes):
+        window = batch[index : index + 1, :, top:bottom, left:right]
+        resized = F.interpolate(window, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        crops.append(resized.flip(-1) if flips[index] else resized)
+    return torch.stack(crops), boxes
+
+
+def test_augment_enlarged_crops_match_torch_resize() -> None:
+    # Boxes of at most 16 px on a 20 px square, resized to 16 px: every crop is enlarged, where OpenCV's and
+    # torch's bilinear resizes agree within one level of rounding.
+    batch = torch.randint(0, 256, (40, 3, 20, 20), dtype=torch.uint8)
+    augment = BatchAugment(16, min_scale=0.2)
+
+    result = augment(batch, torch.Generator().manual_seed(3))
+
+    expected, boxes = _torch_crops(batch, augment, seed=3)
+    enlarged = [i for i, (left, top, right, bottom) in enumerate(boxes) if right - left <= 16 and bottom - top <= 16]
+    level = max(_normalized_value(1, channel) - _normalized_value(0, channel) for channel in range(3))
+    difference = (result - normalize(expected)).abs()
+    assert len(enlarged) >= 10
+    assert difference[enlarged].max().item() <= level + 1e-5
+    assert result.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_augment_shrunk_crops_close_to_torch_resize() -> None:
+    # Smooth ramps, so that the area filter and torch's antialiased filter may differ only by rounding.
+    rows = torch.arange(24, dtype=torch.float32).view(24, 1)
+    columns = torch.arange(24, dtype=torch.float32).view(1, 24)
+    ramp = torch.stack([rows * 10 + columns * 0, columns * 10 + rows * 0, rows * 5 + columns * 5]).to(torch.uint8)
+    batch = ramp.expand(30, 3, 24, 24).contiguous()
+    augment = BatchAugment(16, min_scale=0.5)
+
+    result = augment(batch, torch.Generator().manual_seed(4))
+
+    expected, boxes = _torch_crops(batch, augment, seed=4)
+    shrunk = [i for i, (left, top, right, bottom) in enumerate(boxes) if right - left > 16 and bottom - top > 16]
+    level = max(_normalized_value(1, channel) - _normalized_value(0, channel) for channel in range(3))
+    assert len(shrunk) >= 5
+    assert (result - normalize(expected)).abs().max().item() <= 3 * level
+
+
+def test_augment_same_crops_in_either_memory_format() -> None:
+    batch = torch.randint(0, 256, (12, 3, 19, 19), dtype=torch.uint8)
+    augment = BatchAugment(16)
+
+    contiguous = augment(batch, torch.Generator().manual_seed(5))
+    channels_last = augment(batch.contiguous(memory_format=torch.channels_last), torch.Generator().manual_seed(5))
+
+    assert torch.equal(contiguous, channels_last)
 
 
 def test_augment_without_flip_keeps_orientation() -> None:
