@@ -104,13 +104,16 @@ class ImageCache:
         return state
 
 
+def usable_cores() -> int:
+    """Return the CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Return the default number of worker processes: the usable CPU cores, at most 4."""
-    if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, usable_cores()))
 
 
 def cache_fingerprint(paths: Sequence[Path], side: int) -> str:

@@ -205,12 +205,12 @@ def predict_images(model: nn.Module, images: Any, image_size: int, device: torch
     `autocast_dtype` (None: float32). Files that fail to decode are skipped with a warning, so N can be smaller
     than len(images).
     """
-    from dogbreeds.data import BatchLoader
+    from dogbreeds.data import BatchLoader, prefetch_in_thread
     from dogbreeds.models import wants_channels_last
     from dogbreeds.runtime import autocast
 
     loader = BatchLoader(images, batch_size, train=False, image_size=image_size, workers=workers,
-                         with_indices=True)
+                         prefetch=prefetch_in_thread(device), with_indices=True)
     memory_format = torch.channels_last if wants_channels_last(model) else torch.contiguous_format
     model.eval()
 

@@ -230,7 +230,7 @@ class _TrainingRun:
             raise _StopRequested
 
     def _build_loaders(self, data: Any) -> tuple[Any, Any]:
-        from dogbreeds.data import BatchLoader
+        from dogbreeds.data import BatchLoader, prefetch_in_thread
 
         common = {
             "image_size": self.config.resolved_image_size(),
@@ -238,6 +238,7 @@ class _TrainingRun:
             "rank": self.context.rank,
             "world_size": self.context.world_size,
             "workers": self.config.workers,
+            "prefetch": prefetch_in_thread(self.device, self.context.world_size),
         }
         train_loader = BatchLoader(
             data.train, self.config.batch_size, train=True, min_scale=self.config.min_scale,

@@ -399,6 +399,18 @@ def test_prefetch_off_gives_same_batches(image_root, tmp_path) -> None:
         assert torch.equal(first_labels, second_labels)
 
 
+@pytest.mark.parametrize(
+    ("device", "threads", "processes", "expected"),
+    [("cpu", 4, 1, False), ("cpu", 2, 1, True), ("cpu", 2, 2, False), ("cuda", 4, 1, True), ("cuda", 4, 4, True)],
+)
+def test_prefetch_thread_needs_free_core(monkeypatch, device: str, threads: int, processes: int,
+                                         expected: bool) -> None:
+    monkeypatch.setattr(data_module, "usable_cores", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+
+    assert data_module.prefetch_in_thread(torch.device(device), processes) is expected
+
+
 @pytest.mark.parametrize(("free_bytes", "expected"), [(10 * 2**20, 0), (2**30, 2), (None, 2)])
 def test_loader_workers_shared_memory(monkeypatch, caplog, free_bytes, expected: int) -> None:
     monkeypatch.setattr(data_module, "shared_memory_free_bytes", lambda: free_bytes)

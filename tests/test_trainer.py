@@ -70,6 +70,32 @@ def test_fit_writes_loadable_run(data_dir: Path, tmp_path: Path) -> None:
         assert math.isfinite(history[0][key]), key
 
 
+@pytest.mark.parametrize("threaded", [False, True])
+def test_fit_follows_prefetch_policy(data_dir: Path, tmp_path: Path, monkeypatch, threaded: bool) -> None:
+    from dogbreeds import data as data_module
+
+    requests: list[torch.device] = []
+    threads_started: list[int] = []
+    real_prefetch = data_module._prefetch
+
+    def policy(device: torch.device, processes: int = 1) -> bool:
+        requests.append(device)
+        return threaded
+
+    def counting_prefetch(source, depth):
+        threads_started.append(depth)
+        return real_prefetch(source, depth)
+
+    monkeypatch.setattr(data_module, "prefetch_in_thread", policy)
+    monkeypatch.setattr(data_module, "_prefetch", counting_prefetch)
+
+    result = fit(tiny_config(data_dir, tmp_path, epochs=1))
+
+    assert requests == [torch.device("cpu")]
+    assert bool(threads_started) is threaded
+    assert result.history[0]["train_images"] > 0
+
+
 def test_event_stream_order(data_dir: Path, tmp_path: Path) -> None:
     events: list[TrainEvent] = []
     result = fit(tiny_config(data_dir, tmp_path, epochs=2), on_event=events.append)
