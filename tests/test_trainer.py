@@ -75,7 +75,7 @@ def test_fit_follows_prefetch_policy(data_dir: Path, tmp_path: Path, monkeypatch
     from dogbreeds import data as data_module
 
     requests: list[torch.device] = []
-    threads_started: list[int] = []
+    prefetch_calls: list[int] = []
     real_prefetch = data_module._prefetch
 
     def policy(device: torch.device, processes: int = 1) -> bool:
@@ -83,7 +83,7 @@ def test_fit_follows_prefetch_policy(data_dir: Path, tmp_path: Path, monkeypatch
         return threaded
 
     def counting_prefetch(source, depth):
-        threads_started.append(depth)
+        prefetch_calls.append(depth)
         return real_prefetch(source, depth)
 
     monkeypatch.setattr(data_module, "prefetch_in_thread", policy)
@@ -92,7 +92,7 @@ def test_fit_follows_prefetch_policy(data_dir: Path, tmp_path: Path, monkeypatch
     result = fit(tiny_config(data_dir, tmp_path, epochs=1))
 
     assert requests == [torch.device("cpu")]
-    assert bool(threads_started) is threaded
+    assert bool(prefetch_calls) is threaded
     assert result.history[0]["train_images"] > 0
 
 

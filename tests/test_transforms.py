@@ -303,8 +303,8 @@ def _torch_crops(batch: torch.Tensor, augment: BatchAugment, seed: int) -> tuple
 
 
 def test_augment_enlarged_crops_match_torch_resize() -> None:
-    # Boxes of at most 16 px on a 20 px square, resized to 16 px: every crop is enlarged, where OpenCV's and
-    # torch's bilinear resizes agree within one level of rounding.
+    # On a 20 px square with min_scale 0.2, most boxes are at most 16 px on both axes. Those crops are enlarged,
+    # where OpenCV's and torch's bilinear resizes agree within one level of rounding.
     batch = torch.randint(0, 256, (40, 3, 20, 20), dtype=torch.uint8)
     augment = BatchAugment(16, min_scale=0.2)
 
