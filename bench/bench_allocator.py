@@ -10,7 +10,7 @@ The sys share is the kernel's part of the child process's CPU time from wait4(),
 included. Max RSS is ru_maxrss, the largest resident size of the child or one of its descendants. The
 decoded-image cache is built before the first timed run.
 
-    python bench/bench_allocator.py            # full run, about 25 minutes on 2 cores
+    python bench/bench_allocator.py            # full run, about 3 minutes on 2 cores
     python bench/bench_allocator.py --quick    # short check of the script, figures not meaningful
 """
 
