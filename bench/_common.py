@@ -58,7 +58,9 @@ def machine_lines() -> list[str]:
     except ImportError:
         torchvision_version = "not installed"
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from dogbreeds.cache import usable_cores
+
+    usable = usable_cores()
     lines = [
         f"machine: {_cpu_model()}, {os.cpu_count()} logical cores ({usable} usable), {_memory_gib():.0f} GiB memory",
         f"versions: Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision_version}, "
@@ -182,6 +184,8 @@ def ensure_image_set(spec: ImageSetSpec, workers: int | None = None, base: Path 
     A folder counts as finished when its marker file records the same spec, so an interrupted generation is
     started again. Generation uses `workers` processes (default: all usable cores).
     """
+    from dogbreeds.cache import usable_cores
+
     root = (base or OUT_DIR / "data") / spec.folder_name
     marker = root / _MARKER_FILE
     if marker.is_file() and json.loads(marker.read_text()) == spec.__dict__:
@@ -199,7 +203,7 @@ def ensure_image_set(spec: ImageSetSpec, workers: int | None = None, base: Path 
         for start in range(0, len(items), chunk)
     ]
 
-    workers = workers or default_processes()
+    workers = workers or usable_cores()
     started = time.perf_counter()
     if workers > 1:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -222,11 +226,6 @@ def describe_image_set(root: Path) -> str:
     classes = len({path.parent for path in files})
     mean_kib = statistics.fmean(path.stat().st_size for path in files) / 1024 if files else 0.0
     return f"{len(files):,} JPEGs in {classes} class folders, mean {mean_kib:.0f} KiB per file ({root})"
-
-
-def default_processes() -> int:
-    """Return the usable CPU cores."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
