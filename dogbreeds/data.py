@@ -345,10 +345,10 @@ def prefetch_in_thread(device: torch.device, processes: int = 1) -> bool:
     """Return whether a background thread should build the next batch while the model trains on ``device``.
 
     The thread overlaps with the step only where a core is free for it. On a GPU the CPU mostly waits for the
-    kernels. On the CPU, torch's threads in ``processes`` training processes usually occupy every usable core.
-    The producer thread then preempts one of them, and the others wait for it at the next barrier. On 2 cores
-    the thread cost custom_cnn and resfcn18 about 7 % of their speed, and building each batch in the training
-    thread between steps 0-4 %.
+    kernels. On the CPU, torch's threads in the ``processes`` training processes on this machine usually occupy
+    every usable core. The producer thread then preempts one of them, and the others wait for it at the next
+    barrier. On 2 cores the thread cost custom_cnn and resfcn18 about 7 % of their speed, and building each
+    batch in the training thread between steps 0-4 %.
     """
     if device.type != "cpu":
         return True

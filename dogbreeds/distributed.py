@@ -25,6 +25,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     owns_group: bool = False   # True when init_distributed() created the process group and must destroy it
+    local_world_size: int = 1  # processes of the job on this machine, which share its CPU cores
 
     @property
     def enabled(self) -> bool:
@@ -52,7 +53,9 @@ def init_distributed(device: torch.device) -> DistContext:
     is used as it is and left to the caller to destroy.
     """
     if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), owns_group=False)
+        world_size = dist.get_world_size()
+        return DistContext(dist.get_rank(), world_size, _env_int("LOCAL_RANK", 0), owns_group=False,
+                           local_world_size=_env_int("LOCAL_WORLD_SIZE", world_size))
 
     world_size = _env_int("WORLD_SIZE", 1)
     if world_size <= 1:
@@ -69,7 +72,8 @@ def init_distributed(device: torch.device) -> DistContext:
 
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     logger.info("Joined %s process group as rank %d of %d", backend, rank, world_size)
-    return DistContext(rank, world_size, local_rank, owns_group=True)
+    return DistContext(rank, world_size, local_rank, owns_group=True,
+                       local_world_size=_env_int("LOCAL_WORLD_SIZE", world_size))
 
 
 def shutdown(context: DistContext) -> None:

@@ -238,7 +238,7 @@ class _TrainingRun:
             "rank": self.context.rank,
             "world_size": self.context.world_size,
             "workers": self.config.workers,
-            "prefetch": prefetch_in_thread(self.device, self.context.world_size),
+            "prefetch": prefetch_in_thread(self.device, self.context.local_world_size),
         }
         train_loader = BatchLoader(
             data.train, self.config.batch_size, train=True, min_scale=self.config.min_scale,

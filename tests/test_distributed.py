@@ -73,3 +73,30 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     # 15 training images split into two shards of 7; the 3 validation images are counted once across ranks.
     assert history[0]["train_images"] == 14
     assert history[0]["val_images"] == 3
+
+
+def test_existing_group_reads_local_world_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two machines with two processes each: the processes that share this machine's cores are 2, not 4.
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 3)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+
+    context = distributed.init_distributed(torch.device("cpu"))
+
+    assert context.world_size == 4
+    assert context.local_rank == 1
+    assert context.local_world_size == 2
+    assert not context.owns_group
+
+
+def test_existing_group_without_local_world_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 3)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+
+    context = distributed.init_distributed(torch.device("cpu"))
+
+    assert context.local_world_size == 3
