@@ -179,8 +179,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="runs-", dir=common.OUT_DIR) as runs_dir:
             plain = paired_rates(arch, data_dir, options.epochs, Path(runs_dir), options.precision, options.classes,
                                  augment=False)
-        print(f"{arch}: per epoch, fit img/s {_rounded(augmented.fit)} against tensors {_rounded(augmented.tensors)}; "
-              f"no augmentation {_rounded(plain.fit)} against {_rounded(plain.tensors)}")
+        print(f"{arch}: per epoch, fit img/s {_format_rates(augmented.fit)} against tensors "
+              f"{_format_rates(augmented.tensors)}; no augmentation {_format_rates(plain.fit)} against "
+              f"{_format_rates(plain.tensors)}")
 
         step = common.TrainingStep(arch, size, options.classes, BATCH_SIZE, precision=options.precision)
         torchvision_per_epoch = torchvision_rates(step, data_dir, options.epochs, options.torchvision_workers)
@@ -219,7 +220,7 @@ def main() -> int:
     return 0 if all_passed else 1
 
 
-def _rounded(rates: list[float]) -> str:
+def _format_rates(rates: list[float]) -> str:
     return ", ".join(f"{rate:.0f}" for rate in rates)
 
 

@@ -287,6 +287,11 @@ def test_augment_evaluation_crop_matches_per_image_resize(side: int) -> None:
     assert 0 < sum(flips) < 20
 
 
+def _largest_level_step() -> float:
+    """Return the largest change in a normalized value that one uint8 level makes, over the three channels."""
+    return max(_normalized_value(1, channel) - _normalized_value(0, channel) for channel in range(3))
+
+
 def _torch_crops(batch: torch.Tensor, augment: BatchAugment, seed: int) -> tuple[torch.Tensor, list[list[int]]]:
     """Return the uint8 crops that torch's antialiased bilinear resize makes from augment's boxes and flips."""
     generator = torch.Generator().manual_seed(seed)
@@ -312,7 +317,7 @@ def test_augment_enlarged_crops_match_torch_resize() -> None:
 
     expected, boxes = _torch_crops(batch, augment, seed=3)
     enlarged = [i for i, (left, top, right, bottom) in enumerate(boxes) if right - left <= 16 and bottom - top <= 16]
-    level = max(_normalized_value(1, channel) - _normalized_value(0, channel) for channel in range(3))
+    level = _largest_level_step()
     difference = (result - normalize(expected)).abs()
     assert len(enlarged) >= 10
     assert difference[enlarged].max().item() <= level + 1e-5
@@ -323,7 +328,8 @@ def test_augment_shrunk_crops_close_to_torch_resize() -> None:
     # Smooth ramps, so that the area filter and torch's antialiased filter may differ only by rounding.
     rows = torch.arange(24, dtype=torch.float32).view(24, 1)
     columns = torch.arange(24, dtype=torch.float32).view(1, 24)
-    ramp = torch.stack([rows * 10 + columns * 0, columns * 10 + rows * 0, rows * 5 + columns * 5]).to(torch.uint8)
+    ramp = torch.stack([(rows * 10).expand(24, 24), (columns * 10).expand(24, 24), rows * 5 + columns * 5])
+    ramp = ramp.to(torch.uint8)
     batch = ramp.expand(30, 3, 24, 24).contiguous()
     augment = BatchAugment(16, min_scale=0.5)
 
@@ -331,7 +337,7 @@ def test_augment_shrunk_crops_close_to_torch_resize() -> None:
 
     expected, boxes = _torch_crops(batch, augment, seed=4)
     shrunk = [i for i, (left, top, right, bottom) in enumerate(boxes) if right - left > 16 and bottom - top > 16]
-    level = max(_normalized_value(1, channel) - _normalized_value(0, channel) for channel in range(3))
+    level = _largest_level_step()
     assert len(shrunk) >= 5
     assert (result - normalize(expected)).abs().max().item() <= 3 * level
 
